@@ -1,0 +1,15 @@
+//! quic-chat: a self-hosted encrypted messenger over QUIC.
+//!
+//! Module map:
+//! - [`protocol`]: the wire contract (protocol v1): frames, codec, close codes, usernames.
+//! - [`tls`]: the CA and server certificates, and the rustls configs of both sides.
+//! - [`server`]: the chat server: accept loop, sessions, registry, delivery, console.
+//! - [`client`]: the client library API, command parsing, sanitising and the terminal loop.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod client;
+pub mod protocol;
+pub mod server;
+pub mod tls;

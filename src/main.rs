@@ -1,0 +1,140 @@
+//! The `quic-chat` binary: parse the command line, set up logging, wire
+//! signals to one shutdown token, run, and report errors as one line.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use quic_chat::cli::{Cli, CliCommand, ConnectArgs, ServerArgs};
+use quic_chat::client::{ui, Client};
+use quic_chat::server::{console, Server};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_log = match cli.command {
+        CliCommand::Server(_) => "info",
+        CliCommand::Connect(_) => "warn",
+    };
+    init_tracing(default_log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            CliCommand::Server(args) => run_server(args).await,
+            CliCommand::Connect(args) => run_client(args).await,
+        }
+    });
+    // Do not wait for the stdin reader threads: they may be blocked on a read.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
+    let server = Server::bind(args.into_config())?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {}", server.local_addr())?;
+        if let Some(ca) = server.ca_path() {
+            writeln!(out, "CA certificate for clients: {}", ca.display())?;
+        }
+        out.flush()?;
+    }
+    let shutdown = CancellationToken::new();
+    console::spawn(shutdown.clone());
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    server.run(shutdown).await;
+    Ok(())
+}
+
+async fn run_client(args: ConnectArgs) -> anyhow::Result<()> {
+    let config = args.into_config();
+    let (client, incoming) = Client::connect(&config).await?;
+    let welcome = client.welcome();
+    let mut out = std::io::stdout();
+    writeln!(
+        out,
+        "Welcome to {}, {}! {} user(s) online. Type help for commands.",
+        welcome.server,
+        client.username(),
+        welcome.online
+    )?;
+    out.flush()?;
+    let (lines_tx, lines) = mpsc::channel(64);
+    // Ctrl-C and SIGTERM leave the way EXIT does. A weak sender, so that end
+    // of input still closes the channel.
+    let signal_tx = lines_tx.downgrade();
+    spawn_stdin_lines(lines_tx);
+    let exit = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(exit.clone()));
+    tokio::spawn(async move {
+        exit.cancelled().await;
+        if let Some(tx) = signal_tx.upgrade() {
+            let _ = tx.send("EXIT".to_owned()).await;
+        }
+    });
+    ui::run(client, incoming, lines, &mut out)
+        .await
+        .context("chat ended")?;
+    Ok(())
+}
+
+/// Read stdin lines on a plain thread (a blocked tokio stdin read would hold up
+/// shutdown); the channel closes at end of input.
+fn spawn_stdin_lines(tx: mpsc::Sender<String>) {
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { break };
+            if tx.blocking_send(line).is_err() {
+                break;
+            }
+        }
+    });
+}
+
+/// Cancel `token` on SIGINT or SIGTERM.
+async fn cancel_on_signal(token: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut interrupt), Ok(mut terminate)) =
+            (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+        else {
+            tracing::warn!("cannot listen for signals");
+            return;
+        };
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    if tokio::signal::ctrl_c().await.is_err() {
+        return;
+    }
+    token.cancel();
+}

@@ -1,0 +1,230 @@
+//! The only file that names bincode: size-limited reads, exact decodes, and
+//! one-frame-per-stream writes.
+//!
+//! A stream direction carries exactly one frame: the reader takes everything up
+//! to FIN (at most [`MAX_FRAME_BYTES`]) and decodes exactly one value from it.
+
+use bincode::config::{Configuration, Limit, LittleEndian, Varint};
+use bytes::Bytes;
+use serde::{de::DeserializeOwned, Serialize};
+
+use super::MAX_FRAME_BYTES;
+
+/// bincode 2 `standard()` (little endian, varints), with a decode limit so a
+/// length prefix can never claim more than one frame's worth of memory.
+type WireConfig = Configuration<LittleEndian, Varint, Limit<MAX_FRAME_BYTES>>;
+
+const WIRE: WireConfig = bincode::config::standard().with_limit::<MAX_FRAME_BYTES>();
+
+/// Why bytes are not exactly one valid frame, or a value could not be encoded.
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    /// The bytes are not a valid encoding of the expected frame.
+    #[error("malformed frame: {0}")]
+    Malformed(String),
+    /// A valid frame followed by more bytes.
+    #[error("{0} unexpected bytes after the frame")]
+    TrailingBytes(usize),
+    /// The frame is larger than the protocol allows.
+    #[error("frame of {0} bytes is over the {MAX_FRAME_BYTES}-byte limit")]
+    TooLarge(usize),
+    /// The value could not be encoded.
+    #[error("could not encode frame: {0}")]
+    Encode(String),
+}
+
+/// Why one frame could not be read from or written to a stream.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The peer sent more than a frame's worth of bytes.
+    #[error("frame over the {MAX_FRAME_BYTES}-byte limit")]
+    TooLong,
+    /// The stream failed while reading.
+    #[error("reading the stream failed: {0}")]
+    Read(#[from] quinn::ReadError),
+    /// The stream failed while writing.
+    #[error("writing the stream failed: {0}")]
+    Write(#[from] quinn::WriteError),
+    /// The stream was already finished or reset.
+    #[error("stream already closed")]
+    Closed(#[from] quinn::ClosedStream),
+    /// The bytes were not exactly one valid frame.
+    #[error(transparent)]
+    Codec(#[from] CodecError),
+}
+
+impl FrameError {
+    /// Whether the peer broke the protocol (as opposed to the stream or connection failing).
+    pub fn is_protocol_violation(&self) -> bool {
+        matches!(self, FrameError::TooLong | FrameError::Codec(_))
+    }
+}
+
+/// Encode one frame.
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    let bytes =
+        bincode::serde::encode_to_vec(value, WIRE).map_err(|e| CodecError::Encode(e.to_string()))?;
+    if bytes.len() > MAX_FRAME_BYTES {
+        return Err(CodecError::TooLarge(bytes.len()));
+    }
+    Ok(bytes)
+}
+
+/// Decode exactly one frame from all of `bytes`.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    if bytes.len() > MAX_FRAME_BYTES {
+        return Err(CodecError::TooLarge(bytes.len()));
+    }
+    let (value, used) = bincode::serde::decode_from_slice(bytes, WIRE)
+        .map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(CodecError::TrailingBytes(bytes.len() - used));
+    }
+    Ok(value)
+}
+
+/// Read the stream to its end (at most one frame's worth) and decode exactly one frame.
+pub async fn read_frame<T: DeserializeOwned>(recv: &mut quinn::RecvStream) -> Result<T, FrameError> {
+    let bytes = recv.read_to_end(MAX_FRAME_BYTES).await.map_err(|e| match e {
+        quinn::ReadToEndError::TooLong => FrameError::TooLong,
+        quinn::ReadToEndError::Read(e) => FrameError::Read(e),
+    })?;
+    Ok(decode(&bytes)?)
+}
+
+/// Encode one frame, write it, and finish the stream.
+pub async fn write_frame<T: Serialize>(
+    send: &mut quinn::SendStream,
+    value: &T,
+) -> Result<(), FrameError> {
+    write_encoded(send, Bytes::from(encode(value)?)).await
+}
+
+/// Write an already encoded frame and finish the stream.
+pub async fn write_encoded(send: &mut quinn::SendStream, frame: Bytes) -> Result<(), FrameError> {
+    send.write_chunk(frame).await?;
+    send.finish()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Push, RefuseReason, Reply, Request, Status};
+
+    #[test]
+    fn hello_matches_the_contract_bytes() {
+        let hello = Request::Hello {
+            protocol: 1,
+            username: "alice".into(),
+        };
+        assert_eq!(encode(&hello).unwrap(), b"\x00\x01\x05alice");
+    }
+
+    #[test]
+    fn varints_use_the_contract_markers() {
+        let receipt = |id| Reply::Receipt {
+            id,
+            status: Status::RecipientBusy,
+        };
+        assert_eq!(encode(&receipt(250)).unwrap(), [2, 250, 5]);
+        assert_eq!(encode(&receipt(251)).unwrap(), [2, 251, 251, 0, 5]);
+        assert_eq!(encode(&receipt(65_536)).unwrap(), [2, 252, 0, 0, 1, 0, 5]);
+        assert_eq!(
+            encode(&receipt(1 << 32)).unwrap(),
+            [2, 253, 0, 0, 0, 0, 1, 0, 0, 0, 5]
+        );
+    }
+
+    #[test]
+    fn longer_varint_forms_are_accepted() {
+        // 5 written as 251 + u16: not shortest, but receivers may accept it.
+        let reply: Reply = decode(&[2, 251, 5, 0, 0]).unwrap();
+        assert_eq!(
+            reply,
+            Reply::Receipt {
+                id: 5,
+                status: Status::Delivered
+            }
+        );
+    }
+
+    #[test]
+    fn every_frame_round_trips() {
+        let requests = [
+            Request::Hello {
+                protocol: 1,
+                username: "bob".into(),
+            },
+            Request::Send {
+                to: "bob".into(),
+                body: "hi there".into(),
+            },
+            Request::ListUsers,
+        ];
+        for request in requests {
+            assert_eq!(decode::<Request>(&encode(&request).unwrap()).unwrap(), request);
+        }
+        let replies = [
+            Reply::Welcome {
+                server: "x".into(),
+                online: 3,
+            },
+            Reply::Refused {
+                reason: RefuseReason::ServerFull,
+                detail: "full".into(),
+            },
+            Reply::Users {
+                names: vec!["a".into(), "B".into()],
+            },
+        ];
+        for reply in replies {
+            assert_eq!(decode::<Reply>(&encode(&reply).unwrap()).unwrap(), reply);
+        }
+        let push = Push::Deliver {
+            id: 9,
+            from: "a".into(),
+            sent_at_ms: 1_700_000_000_000,
+            body: "b".into(),
+        };
+        assert_eq!(decode::<Push>(&encode(&push).unwrap()).unwrap(), push);
+    }
+
+    #[test]
+    fn borrowed_deliver_encodes_like_the_owned_one() {
+        let owned = Push::Deliver {
+            id: 300,
+            from: "alice".into(),
+            sent_at_ms: 1_700_000_000_123,
+            body: "héllo".into(),
+        };
+        let borrowed = crate::protocol::frames::PushRef::Deliver {
+            id: 300,
+            from: "alice",
+            sent_at_ms: 1_700_000_000_123,
+            body: "héllo",
+        };
+        assert_eq!(encode(&owned).unwrap(), encode(&borrowed).unwrap());
+    }
+
+    #[test]
+    fn trailing_bytes_unknown_variants_and_bad_utf8_are_rejected() {
+        let mut bytes = encode(&Request::ListUsers).unwrap();
+        bytes.push(0);
+        assert!(matches!(
+            decode::<Request>(&bytes),
+            Err(CodecError::TrailingBytes(1))
+        ));
+        assert!(matches!(decode::<Request>(&[3]), Err(CodecError::Malformed(_))));
+        assert!(matches!(decode::<Request>(&[]), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            decode::<Request>(&[1, 1, b'b', 1, 0xff]),
+            Err(CodecError::Malformed(_))
+        ));
+        // A length prefix claiming far more than the frame holds.
+        assert!(matches!(
+            decode::<Request>(&[1, 253, 0, 0, 0, 0, 0, 0, 0, 1]),
+            Err(CodecError::Malformed(_))
+        ));
+    }
+}

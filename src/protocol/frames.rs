@@ -1,0 +1,121 @@
+//! The frames of protocol v1. The order of variants IS the wire format: never
+//! reorder, insert or remove a variant without a new protocol version.
+
+use serde::{Deserialize, Serialize};
+
+/// What a client sends on a bidirectional stream it opens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Registration, on the first bidirectional stream only.
+    Hello {
+        /// Protocol version the client speaks (1).
+        protocol: u32,
+        /// The name the client wants to be known by.
+        username: String,
+    },
+    /// A direct message to one connected user.
+    Send {
+        /// The recipient's username (matched case-insensitively).
+        to: String,
+        /// The message text.
+        body: String,
+    },
+    /// Ask for the names of everyone online.
+    ListUsers,
+}
+
+/// What the server answers on the same bidirectional stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    /// The Hello was accepted.
+    Welcome {
+        /// Server software name and version.
+        server: String,
+        /// Users online, including the new one.
+        online: u32,
+    },
+    /// The Hello was refused; the server closes with code 3 afterwards.
+    Refused {
+        /// Why, as a machine-readable reason.
+        reason: RefuseReason,
+        /// Why, for a human.
+        detail: String,
+    },
+    /// The outcome of one `Send`.
+    Receipt {
+        /// The message id, also carried by the matching `Deliver`.
+        id: u64,
+        /// What happened to the message.
+        status: Status,
+    },
+    /// The answer to `ListUsers`.
+    Users {
+        /// Registered names, sorted by their lowercased form.
+        names: Vec<String>,
+    },
+}
+
+/// Why a Hello was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RefuseReason {
+    /// Another connected user has this name (compared case-insensitively).
+    NameTaken,
+    /// The name is not 1 to 32 characters of `A-Z a-z 0-9 _ . -`.
+    InvalidName,
+    /// The client speaks a protocol version this server does not.
+    UnsupportedProtocol,
+    /// The server holds as many connections as it allows.
+    ServerFull,
+}
+
+/// The outcome of one `Send`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Status {
+    /// The recipient's QUIC stack acknowledged the whole delivery stream.
+    Delivered,
+    /// No such user is connected (this server stores nothing for later).
+    NotConnected,
+    /// Stored for delivery when the recipient connects (not used by this server).
+    Queued,
+    /// The body is over 65,536 bytes.
+    TooLarge,
+    /// The sender is over its rate limit; nothing was sent.
+    RateLimited,
+    /// The recipient's backlog is full or it did not take the message in time.
+    RecipientBusy,
+    /// `to` is not a valid username.
+    InvalidRecipient,
+}
+
+/// What the server pushes on a unidirectional stream it opens.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Push {
+    /// One delivered message.
+    Deliver {
+        /// The id the sender's `Receipt` carries.
+        id: u64,
+        /// The sender's registered name, stamped by the server.
+        from: String,
+        /// The server's clock when it accepted the message, Unix milliseconds.
+        sent_at_ms: u64,
+        /// The message text.
+        body: String,
+    },
+}
+
+/// The borrowed twin of [`Push::Deliver`]: encodes to the same bytes without
+/// copying the sender's name and body into owned strings first.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub enum PushRef<'a> {
+    /// Same layout as [`Push::Deliver`].
+    Deliver {
+        /// See [`Push::Deliver`].
+        id: u64,
+        /// See [`Push::Deliver`].
+        from: &'a str,
+        /// See [`Push::Deliver`].
+        sent_at_ms: u64,
+        /// See [`Push::Deliver`].
+        body: &'a str,
+    },
+}

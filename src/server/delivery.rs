@@ -1,0 +1,72 @@
+//! Delivering one message: charge the recipient's bounded backlog, open a
+//! unidirectional stream, write the `Deliver` frame, and report `Delivered` only
+//! once the recipient's QUIC stack acknowledged the whole stream.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::TryAcquireError;
+
+use super::config::DELIVERY_OVERHEAD_BYTES;
+use super::registry::Recipient;
+use crate::protocol::frames::PushRef;
+use crate::protocol::{codec, CloseCode, Status};
+
+/// One message on its way to a recipient.
+pub struct Delivery<'a> {
+    /// The id shared by the Receipt and the Deliver.
+    pub id: u64,
+    /// The sender's registered name.
+    pub from: &'a str,
+    /// Server clock, Unix milliseconds.
+    pub sent_at_ms: u64,
+    /// The message text.
+    pub body: &'a str,
+}
+
+/// Deliver `message` to `recipient` and say what happened, always within `deadline`.
+pub async fn deliver(recipient: &Recipient, message: Delivery<'_>, deadline: Duration) -> Status {
+    let frame = match codec::encode(&PushRef::Deliver {
+        id: message.id,
+        from: message.from,
+        sent_at_ms: message.sent_at_ms,
+        body: message.body,
+    }) {
+        Ok(frame) => frame,
+        // Only possible if the caller skipped the body size check.
+        Err(_) => return Status::TooLarge,
+    };
+    let cost = u32::try_from(frame.len() + DELIVERY_OVERHEAD_BYTES).unwrap_or(u32::MAX);
+    let _permit = match Arc::clone(&recipient.backlog).try_acquire_many_owned(cost) {
+        Ok(permit) => permit,
+        Err(TryAcquireError::NoPermits) => return Status::RecipientBusy,
+        Err(TryAcquireError::Closed) => return Status::NotConnected,
+    };
+    match tokio::time::timeout(deadline, send_on_new_stream(&recipient.connection, frame)).await {
+        Ok(Ok(())) => Status::Delivered,
+        Ok(Err(())) => Status::NotConnected,
+        Err(_elapsed) => {
+            // A recipient that cannot take a message in the whole delivery budget
+            // is stuck; closing it frees its backlog for everyone else.
+            CloseCode::TooSlow.close(&recipient.connection, "too far behind on deliveries");
+            tracing::info!(user = %recipient.name, "closed: too slow to take deliveries");
+            Status::RecipientBusy
+        }
+    }
+}
+
+/// Open a stream, write the frame, finish, and wait for the peer's acknowledgement.
+/// `Err` means the recipient went away or refused the stream.
+async fn send_on_new_stream(connection: &quinn::Connection, frame: Vec<u8>) -> Result<(), ()> {
+    let mut stream = connection.open_uni().await.map_err(drop)?;
+    codec::write_encoded(&mut stream, Bytes::from(frame))
+        .await
+        .map_err(drop)?;
+    match stream.stopped().await {
+        // All data acknowledged.
+        Ok(None) => Ok(()),
+        // The recipient stopped the stream, or the connection went away first.
+        Ok(Some(_)) | Err(_) => Err(()),
+    }
+}

@@ -1,0 +1,165 @@
+//! The chat server: bind a QUIC endpoint, accept connections, shut down gracefully.
+
+pub mod config;
+pub mod console;
+pub mod delivery;
+pub mod rate;
+pub mod registry;
+pub mod session;
+
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+pub use config::{Limits, ServerConfig};
+use registry::Registry;
+use session::Shared;
+
+use crate::protocol::CloseCode;
+use crate::tls::{self, ServerIdentity, TlsError};
+
+/// Name and version the server announces in `Welcome`.
+pub const SERVER_SOFTWARE: &str = concat!("quic-chat ", env!("CARGO_PKG_VERSION"));
+
+/// The reason sent with SERVER_SHUTDOWN.
+pub const SHUTDOWN_REASON: &str = "server shutting down";
+
+/// How long shutdown waits for sessions to wind down and close frames to go out.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Certificates could not be loaded or created.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The UDP socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// A bound, not yet running, chat server.
+#[derive(Debug)]
+pub struct Server {
+    endpoint: quinn::Endpoint,
+    shared: Arc<Shared>,
+    ca_path: Option<PathBuf>,
+}
+
+impl Server {
+    /// Load or create certificates and bind the endpoint. Must be called inside a tokio runtime.
+    pub fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        let identity = ServerIdentity::obtain(&config.cert)?;
+        let ca_path = identity.ca_path.clone();
+        let mut server_config =
+            quinn::ServerConfig::with_crypto(tls::server_crypto(identity)?);
+        server_config.transport_config(config.limits.transport());
+        let socket = bind_socket(config.bind)?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server_config),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|source| ServerError::Bind {
+            addr: config.bind,
+            source,
+        })?;
+        let shared = Arc::new(Shared {
+            registry: Registry::new(config.limits.max_connections),
+            limits: config.limits,
+            next_id: AtomicU64::new(1),
+            server_name: SERVER_SOFTWARE.to_owned(),
+        });
+        Ok(Server {
+            endpoint,
+            shared,
+            ca_path,
+        })
+    }
+
+    /// The address the server listens on (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.endpoint
+            .local_addr()
+            .expect("a bound UDP socket has a local address")
+    }
+
+    /// The CA certificate clients need, when the server made its own CA.
+    pub fn ca_path(&self) -> Option<&Path> {
+        self.ca_path.as_deref()
+    }
+
+    /// Serve until `shutdown` is cancelled, then close every connection with
+    /// SERVER_SHUTDOWN and wait until the close frames are out.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let tracker = TaskTracker::new();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                incoming = self.endpoint.accept() => match incoming {
+                    Some(incoming) => {
+                        tracker.spawn(session::run(incoming, Arc::clone(&self.shared), tracker.clone()));
+                    }
+                    None => break,
+                },
+            }
+        }
+        info!(
+            "shutting down: closing {} connection(s)",
+            self.endpoint.open_connections()
+        );
+        self.endpoint.set_server_config(None);
+        self.endpoint
+            .close(CloseCode::ServerShutdown.var_int(), SHUTDOWN_REASON.as_bytes());
+        tracker.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
+            warn!("some sessions did not finish in time");
+        }
+        if tokio::time::timeout(SHUTDOWN_GRACE, self.endpoint.wait_idle())
+            .await
+            .is_err()
+        {
+            debug!("endpoint not idle after the grace period");
+        }
+        info!("server stopped");
+    }
+}
+
+/// Bind the UDP socket. The unspecified IPv6 address is bound dual-stack so one
+/// socket serves IPv4 too; where IPv6 is unavailable, fall back to IPv4.
+fn bind_socket(addr: SocketAddr) -> Result<UdpSocket, ServerError> {
+    let bind_error = |source| ServerError::Bind { addr, source };
+    if let SocketAddr::V6(v6) = addr {
+        if v6.ip().is_unspecified() {
+            match bind_dual_stack(addr) {
+                Ok(socket) => return Ok(socket),
+                Err(e) => {
+                    debug!("IPv6 unavailable ({e}); listening on IPv4 only");
+                    let v4 = SocketAddr::from(([0, 0, 0, 0], addr.port()));
+                    return UdpSocket::bind(v4).map_err(bind_error);
+                }
+            }
+        }
+    }
+    UdpSocket::bind(addr).map_err(bind_error)
+}
+
+fn bind_dual_stack(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_only_v6(false)?;
+    socket.bind(&addr.into())?;
+    Ok(socket.into())
+}

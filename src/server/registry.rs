@@ -1,0 +1,136 @@
+//! Who is online: the server's only shared state. Claim a name if it is free,
+//! release it when the registration is dropped, look a recipient up, list names.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::Semaphore;
+
+use crate::protocol::NameKey;
+
+/// A registered user as the delivery path sees it.
+#[derive(Debug)]
+pub struct Recipient {
+    /// The name as registered (original letter case).
+    pub name: Arc<str>,
+    /// The user's connection, on which deliveries are opened.
+    pub connection: quinn::Connection,
+    /// Backlog budget in cost units (see [`super::delivery`]); a full budget means `RecipientBusy`.
+    pub backlog: Arc<Semaphore>,
+}
+
+/// Why a name could not be claimed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimError {
+    /// Someone connected has this name, in some letter case.
+    #[error("that name is taken")]
+    Taken,
+    /// As many users are registered as the server allows.
+    #[error("the server is full")]
+    Full,
+}
+
+type Map = HashMap<NameKey, Arc<Recipient>>;
+
+/// The map of online users. Cheap to clone; every clone sees the same users.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    users: Arc<RwLock<Map>>,
+    capacity: usize,
+}
+
+impl Registry {
+    /// An empty registry that holds at most `capacity` users.
+    pub fn new(capacity: usize) -> Self {
+        Registry {
+            users: Arc::new(RwLock::new(HashMap::new())),
+            capacity,
+        }
+    }
+
+    /// Register `recipient` under `key` if the name is free and there is room.
+    /// Returns the registration (dropping it frees the name) and the number online.
+    pub fn claim(
+        &self,
+        key: NameKey,
+        recipient: Recipient,
+    ) -> Result<(Registration, usize), ClaimError> {
+        let mut users = self.write();
+        if users.contains_key(&key) {
+            return Err(ClaimError::Taken);
+        }
+        if users.len() >= self.capacity {
+            return Err(ClaimError::Full);
+        }
+        let recipient = Arc::new(recipient);
+        users.insert(key, Arc::clone(&recipient));
+        let online = users.len();
+        drop(users);
+        let registration = Registration {
+            registry: self.clone(),
+            key,
+            recipient,
+        };
+        Ok((registration, online))
+    }
+
+    /// The online user with this name, if any.
+    pub fn lookup(&self, key: &NameKey) -> Option<Arc<Recipient>> {
+        self.read().get(key).cloned()
+    }
+
+    /// Every registered name, sorted by its lowercased form.
+    pub fn names(&self) -> Vec<String> {
+        let users = self.read();
+        let mut entries: Vec<(&NameKey, &Arc<Recipient>)> = users.iter().collect();
+        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        entries.into_iter().map(|(_, r)| r.name.to_string()).collect()
+    }
+
+    /// How many users are online.
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    /// Whether nobody is online.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    // A poisoned lock only means another thread panicked while holding it; the
+    // map itself is always left consistent, so keep serving.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Map> {
+        self.users.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Map> {
+        self.users.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Proof that a name is held. Dropping it frees the name (only if it is still
+/// this registration's: a later owner of the name is never removed).
+#[derive(Debug)]
+pub struct Registration {
+    registry: Registry,
+    key: NameKey,
+    recipient: Arc<Recipient>,
+}
+
+impl Registration {
+    /// The registered user.
+    pub fn recipient(&self) -> &Arc<Recipient> {
+        &self.recipient
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut users = self.registry.write();
+        if let Some(current) = users.get(&self.key) {
+            if Arc::ptr_eq(current, &self.recipient) {
+                users.remove(&self.key);
+            }
+        }
+    }
+}
