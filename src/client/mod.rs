@@ -462,7 +462,7 @@ fn explain_handshake_error(server: &str, error: &quinn::ConnectionError) -> Stri
     let text = error.to_string();
     let hint = if text.contains("UnknownIssuer") || text.contains("BadSignature") {
         " (the server's certificate is not signed by the given CA: check --ca)"
-    } else if text.contains("NotValidForName") {
+    } else if text.contains("NotValidForName") || text.contains("not valid for name") {
         " (the server's certificate does not cover this name: connect by a name it has, or use --server-name)"
     } else if text.contains("no_application_protocol") || text.contains("NoApplicationProtocol") {
         " (the server does not speak quic-chat/1)"

@@ -1,0 +1,198 @@
+//! Shared test fixtures: an in-process server on port 0, connected clients,
+//! raw QUIC connections for byte-level checks, and time bounds.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quic_chat::client::{Client, ClientConfig, ClientError, Incoming};
+use quic_chat::protocol::ALPN;
+use quic_chat::server::{Limits, Server, ServerConfig};
+use quic_chat::tls::CertSource;
+use tokio_util::sync::CancellationToken;
+
+/// The bound every scenario runs in unless it says otherwise.
+pub const SCENARIO: Duration = Duration::from_secs(20);
+
+/// Await `future`, failing the test if it takes longer than `limit`.
+pub async fn within<F: Future>(limit: Duration, what: &str, future: F) -> F::Output {
+    match tokio::time::timeout(limit, future).await {
+        Ok(output) => output,
+        Err(_) => panic!("timed out after {limit:?} waiting for {what}"),
+    }
+}
+
+/// An in-process server on 127.0.0.1 with its own certificate directory.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub ca: PathBuf,
+    pub cert_dir: tempfile::TempDir,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// Limits for tests: the defaults without the human-oriented rate limit.
+pub fn test_limits() -> Limits {
+    Limits {
+        rate_limit: 0.0,
+        ..Limits::default()
+    }
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(test_limits()).await
+    }
+
+    pub async fn start_with(limits: Limits) -> Self {
+        let cert_dir = tempfile::tempdir().expect("temp dir");
+        let config = ServerConfig {
+            bind: "127.0.0.1:0".parse().unwrap(),
+            cert: CertSource::Generated {
+                dir: cert_dir.path().to_owned(),
+                names: Vec::new(),
+            },
+            limits,
+        };
+        let server = Server::bind(config).expect("server binds");
+        let addr = server.local_addr();
+        let ca = server.ca_path().expect("generated CA").to_owned();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(server.run(shutdown.clone()));
+        TestServer {
+            addr,
+            ca,
+            cert_dir,
+            shutdown,
+            task,
+        }
+    }
+
+    pub fn client_config(&self, name: &str) -> ClientConfig {
+        ClientConfig::new(self.addr.to_string(), name, &self.ca)
+    }
+
+    pub async fn try_connect(&self, name: &str) -> Result<(Client, Incoming), ClientError> {
+        within(SCENARIO, "connect", Client::connect(&self.client_config(name))).await
+    }
+
+    pub async fn connect(&self, name: &str) -> (Client, Incoming) {
+        self.try_connect(name)
+            .await
+            .unwrap_or_else(|e| panic!("{name} connects: {e}"))
+    }
+
+    /// Shut down (as EXIT would) and wait until the server has finished.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        within(Duration::from_secs(10), "server shutdown", self.task)
+            .await
+            .expect("server task");
+    }
+
+    /// Start shutting down without waiting.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// A raw QUIC connection that trusts the server's CA and speaks ALPN `alpn`.
+pub async fn raw_connect_alpn(server: &TestServer, alpn: &[u8]) -> Result<quinn::Connection, quinn::ConnectionError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in quic_chat::tls::read_chain(&server.ca).unwrap() {
+        roots.add(cert).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut crypto = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    crypto.alpn_protocols = vec![alpn.to_vec()];
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).unwrap();
+    let mut config = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut transport = quinn::TransportConfig::default();
+    transport.max_concurrent_uni_streams(4u32.into());
+    config.transport_config(Arc::new(transport));
+    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    endpoint.set_default_client_config(config);
+    within(SCENARIO, "raw handshake", endpoint.connect(server.addr, "localhost").unwrap()).await
+}
+
+/// A raw QUIC connection speaking `quic-chat/1`, with nothing sent yet.
+pub async fn raw_connect(server: &TestServer) -> quinn::Connection {
+    raw_connect_alpn(server, ALPN).await.expect("raw handshake")
+}
+
+/// Send `bytes` on a new bidirectional stream, finish it, and read the whole answer.
+pub async fn raw_exchange(connection: &quinn::Connection, bytes: &[u8]) -> Vec<u8> {
+    within(SCENARIO, "raw exchange", async {
+        let (mut send, mut recv) = connection.open_bi().await.expect("open_bi");
+        send.write_all(bytes).await.expect("write");
+        send.finish().expect("finish");
+        recv.read_to_end(1 << 20).await.expect("read answer")
+    })
+    .await
+}
+
+/// A raw connection that sent the Hello for `name` and checked it was welcomed.
+pub async fn raw_registered(server: &TestServer, name: &str) -> quinn::Connection {
+    let connection = raw_connect(server).await;
+    let answer = raw_exchange(&connection, &hello_bytes(1, name)).await;
+    assert_eq!(answer[0], 0, "Welcome expected, got {answer:?}");
+    connection
+}
+
+/// Hello, encoded by hand from the contract: variant 0, protocol varint, name.
+pub fn hello_bytes(protocol: u8, name: &str) -> Vec<u8> {
+    assert!(protocol < 251 && name.len() < 251);
+    let mut bytes = vec![0, protocol, name.len() as u8];
+    bytes.extend_from_slice(name.as_bytes());
+    bytes
+}
+
+/// Send, encoded by hand: variant 1, `to`, `body` (short strings only).
+pub fn send_bytes(to: &str, body: &str) -> Vec<u8> {
+    assert!(to.len() < 251 && body.len() < 251);
+    let mut bytes = vec![1, to.len() as u8];
+    bytes.extend_from_slice(to.as_bytes());
+    bytes.push(body.len() as u8);
+    bytes.extend_from_slice(body.as_bytes());
+    bytes
+}
+
+/// The application close code the peer closed `connection` with (waits for the close).
+pub async fn close_code(connection: &quinn::Connection) -> Option<u64> {
+    match within(SCENARIO, "connection close", connection.closed()).await {
+        quinn::ConnectionError::ApplicationClosed(close) => Some(close.error_code.into_inner()),
+        _ => None,
+    }
+}
+
+/// Read one varint (contract encoding) from the front of `bytes`; returns it and the rest.
+pub fn take_varint(bytes: &[u8]) -> (u64, &[u8]) {
+    match bytes[0] {
+        b @ 0..=250 => (u64::from(b), &bytes[1..]),
+        251 => (u64::from(u16::from_le_bytes(bytes[1..3].try_into().unwrap())), &bytes[3..]),
+        252 => (u64::from(u32::from_le_bytes(bytes[1..5].try_into().unwrap())), &bytes[5..]),
+        253 => (u64::from_le_bytes(bytes[1..9].try_into().unwrap()), &bytes[9..]),
+        other => panic!("not a varint marker: {other}"),
+    }
+}
+
+/// Poll `check` until it is true, failing after `limit`. For state that changes
+/// without an event we can await (a name freed after a close).
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    within(limit, what, async {
+        while !check().await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+}

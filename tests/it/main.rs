@@ -1,0 +1,10 @@
+//! The one integration-test crate: real QUIC over loopback, every scenario bounded in time.
+
+mod backpressure;
+
+mod handshake;
+mod harness;
+mod messaging;
+mod shutdown;
+mod tls;
+mod wire;

@@ -1,0 +1,56 @@
+//! Certificate verification: a wrong CA, a wrong name and a wrong ALPN all fail clearly.
+
+use quic_chat::client::{Client, ClientError};
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn a_wrong_ca_fails_with_a_clear_error() {
+    let server = TestServer::start().await;
+    let other = tempfile::tempdir().unwrap();
+    quic_chat::tls::load_or_create(other.path(), &[]).unwrap();
+    let mut config = server.client_config("alice");
+    config.ca_file = other.path().join("ca.pem");
+    let error = within(SCENARIO, "refused handshake", Client::connect(&config))
+        .await
+        .expect_err("an untrusted server must be rejected");
+    let text = error.to_string();
+    assert!(text.contains("not signed by the given CA"), "{text}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_name_the_certificate_lacks_fails() {
+    let server = TestServer::start().await;
+    let mut config = server.client_config("alice");
+    config.server_name = Some("chat.example.org".into());
+    let error = within(SCENARIO, "refused handshake", Client::connect(&config))
+        .await
+        .expect_err("a certificate for other names must be rejected");
+    assert!(error.to_string().contains("does not cover this name"), "{error}");
+    // The names it does have work, by DNS name and by IP.
+    config.server_name = Some("localhost".into());
+    within(SCENARIO, "connect", Client::connect(&config)).await.unwrap();
+    server.connect("by_ip").await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_ca_file_is_a_clear_error() {
+    let server = TestServer::start().await;
+    let mut config = server.client_config("alice");
+    config.ca_file = server.cert_dir.path().join("missing.pem");
+    let error = Client::connect(&config).await.expect_err("no CA, no connection");
+    assert!(matches!(error, ClientError::Tls(_)), "{error}");
+    assert!(error.to_string().contains("missing.pem"), "{error}");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn another_alpn_is_refused() {
+    let server = TestServer::start().await;
+    let result = raw_connect_alpn(&server, b"quic-chat/2").await;
+    let error = result.expect_err("the server only speaks quic-chat/1");
+    assert!(error.to_string().contains("no_application_protocol") || error.to_string().contains("120"), "{error}");
+    server.stop().await;
+}
