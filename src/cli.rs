@@ -59,7 +59,7 @@ pub struct ServerArgs {
     /// Messages one user may send in a burst before --rate-limit applies.
     #[arg(long, value_name = "N", default_value_t = Limits::default().rate_burst)]
     pub rate_burst: u32,
-    /// Seconds a new connection has to register with a Hello.
+    /// Seconds a new connection has to register with a Hello (at most 10, the protocol's promise to clients).
     #[arg(long, value_name = "SECS", default_value_t = Limits::default().hello_timeout.as_secs_f64())]
     pub hello_timeout: f64,
 }
@@ -78,7 +78,7 @@ impl ServerArgs {
             max_connections: self.max_connections,
             rate_limit: self.rate_limit.max(0.0),
             rate_burst: self.rate_burst,
-            hello_timeout: Duration::from_secs_f64(self.hello_timeout.clamp(0.1, 3600.0)),
+            hello_timeout: Duration::from_secs_f64(self.hello_timeout.clamp(0.1, 10.0)),
             ..Limits::default()
         };
         ServerConfig {

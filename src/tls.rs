@@ -170,12 +170,11 @@ pub fn load_or_create(dir: &Path, extra_names: &[String]) -> Result<ServerIdenti
         && server_key_path.exists()
         && cert_covers(&read_text(&server_cert_path)?, &names);
     if !reuse_server {
-        let issuer = Issuer::from_ca_cert_pem(&ca_cert_pem, &ca_key).map_err(|e| {
-            TlsError::BadPem {
+        let issuer =
+            Issuer::from_ca_cert_pem(&ca_cert_pem, &ca_key).map_err(|e| TlsError::BadPem {
                 path: ca_cert_path.clone(),
                 what: format!("not a usable CA certificate ({e})"),
-            }
-        })?;
+            })?;
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::new(names)?;
         params.distinguished_name = distinguished_name("quic-chat server");
@@ -219,12 +218,14 @@ fn cert_covers(pem: &str, names: &[String]) -> bool {
     let general_names = &san.value.general_names;
     names.iter().all(|name| {
         let wanted_ip = name.parse::<IpAddr>().ok();
-        general_names.iter().any(|general| match (general, wanted_ip) {
-            (GeneralName::DNSName(dns), None) => dns.eq_ignore_ascii_case(name),
-            (GeneralName::IPAddress(octets), Some(IpAddr::V4(ip))) => *octets == ip.octets(),
-            (GeneralName::IPAddress(octets), Some(IpAddr::V6(ip))) => *octets == ip.octets(),
-            _ => false,
-        })
+        general_names
+            .iter()
+            .any(|general| match (general, wanted_ip) {
+                (GeneralName::DNSName(dns), None) => dns.eq_ignore_ascii_case(name),
+                (GeneralName::IPAddress(octets), Some(IpAddr::V4(ip))) => *octets == ip.octets(),
+                (GeneralName::IPAddress(octets), Some(IpAddr::V6(ip))) => *octets == ip.octets(),
+                _ => false,
+            })
     })
 }
 
@@ -362,18 +363,30 @@ mod tests {
         #[cfg(unix)]
         for key in [CA_KEY_FILE, SERVER_KEY_FILE] {
             use std::os::unix::fs::PermissionsExt;
-            let mode = fs::metadata(dir.path().join(key)).unwrap().permissions().mode();
+            let mode = fs::metadata(dir.path().join(key))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600, "{key}");
         }
 
         let second = load_or_create(dir.path(), &[]).unwrap();
-        assert_eq!(first.chain, second.chain, "an existing server cert is reused");
+        assert_eq!(
+            first.chain, second.chain,
+            "an existing server cert is reused"
+        );
 
         let third = load_or_create(dir.path(), &["chat.example.org".into()]).unwrap();
-        assert_ne!(second.chain, third.chain, "a missing name reissues the cert");
+        assert_ne!(
+            second.chain, third.chain,
+            "a missing name reissues the cert"
+        );
         assert_eq!(ca_before, fs::read(dir.path().join(CA_CERT_FILE)).unwrap());
         let pem = read_text(&dir.path().join(SERVER_CERT_FILE)).unwrap();
-        assert!(cert_covers(&pem, &["chat.example.org".into(), "::1".into()]));
+        assert!(cert_covers(
+            &pem,
+            &["chat.example.org".into(), "::1".into()]
+        ));
         assert!(!cert_covers(&pem, &["other.example.org".into()]));
     }
 }

@@ -92,7 +92,10 @@ mod tests {
     #[test]
     fn send_keeps_the_message_verbatim() {
         assert_eq!(parse("send bob hi"), send("bob", "hi"));
-        assert_eq!(parse("send bob  hello   there  \n"), send("bob", "hello   there  "));
+        assert_eq!(
+            parse("send bob  hello   there  \n"),
+            send("bob", "hello   there  ")
+        );
         assert_eq!(parse("SEND bob hi\r\n"), send("bob", "hi"));
         assert_eq!(parse("  send\tbob\thi\tthere"), send("bob", "hi\tthere"));
     }
@@ -100,7 +103,11 @@ mod tests {
     #[test]
     fn incomplete_sends_get_usage() {
         for line in ["send", "send bob", "send bob   ", "send   "] {
-            assert_eq!(parse(line), Command::Invalid("usage: send USER MESSAGE".into()), "{line:?}");
+            assert_eq!(
+                parse(line),
+                Command::Invalid("usage: send USER MESSAGE".into()),
+                "{line:?}"
+            );
         }
     }
 

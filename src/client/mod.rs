@@ -23,7 +23,7 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Messages received but not yet taken by the application. When it is full the
 /// client stops reading, which the server sees as a slow recipient.
-const INCOMING_BUFFER: usize = 1024;
+const INCOMING_BUFFER: usize = 256;
 
 /// Where and as whom to connect.
 #[derive(Debug, Clone)]
@@ -42,13 +42,17 @@ pub struct ClientConfig {
 
 impl ClientConfig {
     /// A config with the default timeouts.
-    pub fn new(server: impl Into<String>, username: impl Into<String>, ca_file: impl Into<PathBuf>) -> Self {
+    pub fn new(
+        server: impl Into<String>,
+        username: impl Into<String>,
+        ca_file: impl Into<PathBuf>,
+    ) -> Self {
         ClientConfig {
             server: server.into(),
             username: username.into(),
             ca_file: ca_file.into(),
             server_name: None,
-            connect_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -281,15 +285,21 @@ impl Client {
         let welcome = match reply {
             Reply::Welcome { server, online } => Welcome { server, online },
             Reply::Refused { reason, detail } => {
-                // The server closes with REFUSED once it sees our acknowledgement.
-                connection.close(CloseCode::Bye.var_int(), b"refused");
+                // The server closes with REFUSED once it sees our acknowledgement;
+                // wait briefly for that rather than closing with a code of our own.
+                let _ = tokio::time::timeout(Duration::from_secs(2), connection.closed()).await;
                 return Err(ClientError::Refused {
                     username: config.username.clone(),
                     reason,
                     detail,
                 });
             }
-            other => return Err(ClientError::Protocol(format!("unexpected answer to Hello: {other:?}"))),
+            other => {
+                return Err(protocol_violation(
+                    &connection,
+                    format!("unexpected answer to Hello: {other:?}"),
+                ))
+            }
         };
         let (tx, rx) = mpsc::channel(INCOMING_BUFFER);
         tokio::spawn(read_deliveries(connection.clone(), tx));
@@ -324,7 +334,10 @@ impl Client {
         };
         match request(&self.connection, &frame).await? {
             Reply::Receipt { id, status } => Ok(Receipt { id, status }),
-            other => Err(ClientError::Protocol(format!("unexpected answer to Send: {other:?}"))),
+            other => Err(protocol_violation(
+                &self.connection,
+                format!("unexpected answer to Send: {other:?}"),
+            )),
         }
     }
 
@@ -332,7 +345,10 @@ impl Client {
     pub async fn list_users(&self) -> Result<Vec<String>, ClientError> {
         match request(&self.connection, &Request::ListUsers).await? {
             Reply::Users { names } => Ok(names),
-            other => Err(ClientError::Protocol(format!("unexpected answer to ListUsers: {other:?}"))),
+            other => Err(protocol_violation(
+                &self.connection,
+                format!("unexpected answer to ListUsers: {other:?}"),
+            )),
         }
     }
 
@@ -366,7 +382,9 @@ fn client_transport() -> Arc<quinn::TransportConfig> {
         .max_concurrent_bidi_streams(0u32.into())
         .max_concurrent_uni_streams(256u32.into())
         .keep_alive_interval(Some(Duration::from_secs(10)))
-        .max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(30_000))))
+        .max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
+            30_000,
+        ))))
         .ack_frequency_config(Some(crate::server::config::prompt_acks()));
     Arc::new(transport)
 }
@@ -375,7 +393,9 @@ fn client_transport() -> Arc<quinn::TransportConfig> {
 async fn request(connection: &quinn::Connection, frame: &Request) -> Result<Reply, ClientError> {
     let exchange = async {
         let (mut send, mut recv) = connection.open_bi().await.map_err(disconnected)?;
-        write_frame(&mut send, frame).await.map_err(|e| stream_error(connection, e))?;
+        write_frame(&mut send, frame)
+            .await
+            .map_err(|e| stream_error(connection, e))?;
         read_frame::<Reply>(&mut recv)
             .await
             .map_err(|e| stream_error(connection, e))
@@ -393,43 +413,69 @@ fn disconnected(error: quinn::ConnectionError) -> ClientError {
 fn stream_error(connection: &quinn::Connection, error: FrameError) -> ClientError {
     match connection.close_reason() {
         Some(reason) => disconnected(reason),
-        None if error.is_protocol_violation() => ClientError::Protocol(error.to_string()),
+        None if error.is_protocol_violation() => protocol_violation(connection, error.to_string()),
         None => ClientError::Stream(error),
     }
 }
 
-/// Read each delivery stream in order and hand the messages to [`Incoming`].
-async fn read_deliveries(connection: quinn::Connection, tx: mpsc::Sender<Result<Message, Disconnect>>) {
-    let ended = loop {
-        let mut recv = match connection.accept_uni().await {
-            Ok(recv) => recv,
-            Err(e) => break Disconnect::from_error(&e),
-        };
-        match read_frame::<Push>(&mut recv).await {
-            Ok(Push::Deliver {
+/// The server broke the protocol: close with PROTOCOL_ERROR and say why.
+fn protocol_violation(connection: &quinn::Connection, what: String) -> ClientError {
+    CloseCode::ProtocolError.close(connection, "unexpected frame");
+    ClientError::Protocol(what)
+}
+
+/// Delivery streams being read at once, ahead of the one handed on next.
+const READS_AHEAD: usize = 64;
+
+/// Read delivery streams concurrently (one slow stream must not hold up the
+/// rest) and hand the messages to [`Incoming`] in the order the server opened them.
+async fn read_deliveries(
+    connection: quinn::Connection,
+    tx: mpsc::Sender<Result<Message, Disconnect>>,
+) {
+    let (order_tx, mut order_rx) = mpsc::channel(READS_AHEAD);
+    let accept = tokio::spawn({
+        let connection = connection.clone();
+        async move {
+            loop {
+                let mut recv = match connection.accept_uni().await {
+                    Ok(recv) => recv,
+                    Err(e) => return Disconnect::from_error(&e),
+                };
+                let read = tokio::spawn(async move { read_frame::<Push>(&mut recv).await });
+                if order_tx.send(read).await.is_err() {
+                    return Disconnect::Closed;
+                }
+            }
+        }
+    });
+    while let Some(read) = order_rx.recv().await {
+        let message = match read.await {
+            Ok(Ok(Push::Deliver {
                 id,
                 from,
                 sent_at_ms,
                 body,
-            }) => {
-                let message = Message {
-                    id,
-                    from,
-                    sent_at_ms,
-                    body,
-                };
-                if tx.send(Ok(message)).await.is_err() {
-                    return; // nobody is listening any more
-                }
-            }
-            Err(e) if e.is_protocol_violation() => {
+            })) => Message {
+                id,
+                from,
+                sent_at_ms,
+                body,
+            },
+            Ok(Err(e)) if e.is_protocol_violation() => {
                 CloseCode::ProtocolError.close(&connection, "malformed delivery");
-                break Disconnect::Lost(format!("the server sent a malformed message: {e}"));
+                let why = format!("the server sent a malformed message: {e}");
+                let _ = tx.send(Err(Disconnect::Lost(why))).await;
+                return;
             }
-            // The stream failed: the connection is ending; the next accept says why.
-            Err(_) => continue,
+            // The stream failed: the connection is ending, and the accept loop says why.
+            Ok(Err(_)) | Err(_) => continue,
+        };
+        if tx.send(Ok(message)).await.is_err() {
+            return; // nobody is listening any more
         }
-    };
+    }
+    let ended = accept.await.unwrap_or(Disconnect::Closed);
     let _ = tx.send(Err(ended)).await;
 }
 
@@ -442,13 +488,17 @@ async fn resolve(server: &str) -> Result<(SocketAddr, String), ClientError> {
         .rsplit_once(':')
         .filter(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
         .ok_or_else(|| ClientError::BadAddress(server.to_owned()))?;
-    let host = host.trim_start_matches('[').trim_end_matches(']').to_owned();
-    let mut addrs = tokio::net::lookup_host(server)
-        .await
-        .map_err(|source| ClientError::Resolve {
-            host: host.clone(),
-            source,
-        })?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let mut addrs =
+        tokio::net::lookup_host(server)
+            .await
+            .map_err(|source| ClientError::Resolve {
+                host: host.clone(),
+                source,
+            })?;
     let _ = port;
     let addr = addrs.next().ok_or_else(|| ClientError::Resolve {
         host: host.clone(),

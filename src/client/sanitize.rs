@@ -33,7 +33,11 @@ fn is_dangerous(c: char) -> bool {
         '\u{0}'..='\u{1f}' | '\u{7f}'..='\u{9f}' => true,
         // Bidirectional embeddings, overrides and isolates, and marks that can
         // reorder what the reader sees.
-        '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' => true,
+        '\u{061c}'
+        | '\u{200e}'
+        | '\u{200f}'
+        | '\u{202a}'..='\u{202e}'
+        | '\u{2066}'..='\u{2069}' => true,
         // Line and paragraph separators, which some terminals treat as breaks.
         '\u{2028}' | '\u{2029}' => true,
         _ => false,
@@ -64,6 +68,8 @@ mod tests {
     fn output_never_contains_a_control_character() {
         let all: String = (0u32..0x3000).filter_map(char::from_u32).collect();
         let clean = sanitize(&all);
-        assert!(!clean.chars().any(|c| c != '\t' && (c.is_control() || is_dangerous(c))));
+        assert!(!clean
+            .chars()
+            .any(|c| c != '\t' && (c.is_control() || is_dangerous(c))));
     }
 }

@@ -125,7 +125,10 @@ fn show_message<W: Write>(message: &Message, out: &mut W) -> std::io::Result<()>
 
 fn show_answer<W: Write>(answer: Answer, out: &mut W) -> std::io::Result<()> {
     match answer {
-        Answer::Sent { to, result: Ok(receipt) } => match status_line(&to, receipt.status) {
+        Answer::Sent {
+            to,
+            result: Ok(receipt),
+        } => match status_line(&to, receipt.status) {
             Some(text) => line(out, &text),
             None => Ok(()),
         },
@@ -134,7 +137,10 @@ fn show_answer<W: Write>(answer: Answer, out: &mut W) -> std::io::Result<()> {
         }
         Answer::Users(Ok(names)) => {
             let names: Vec<_> = names.iter().map(|n| sanitize(n)).collect();
-            line(out, &format!("online ({}): {}", names.len(), names.join(", ")))
+            line(
+                out,
+                &format!("online ({}): {}", names.len(), names.join(", ")),
+            )
         }
         Answer::Users(Err(e)) => line(out, &format!("cannot list users: {e}")),
     }
@@ -146,9 +152,13 @@ pub fn status_line(to: &str, status: Status) -> Option<String> {
     Some(match status {
         Status::Delivered => return None,
         Status::NotConnected => format!("{to} is not connected to this server"),
-        Status::Queued => format!("{to} is offline; the message will be delivered when they connect"),
+        Status::Queued => {
+            format!("{to} is offline; the message will be delivered when they connect")
+        }
         Status::TooLarge => "message not sent: it is over 65536 bytes".to_owned(),
-        Status::RateLimited => "message not sent: you are sending too fast; wait a moment".to_owned(),
+        Status::RateLimited => {
+            "message not sent: you are sending too fast; wait a moment".to_owned()
+        }
         Status::RecipientBusy => format!("message not sent: {to} is not keeping up with messages"),
         Status::InvalidRecipient => format!("message not sent: '{to}' is not a valid username"),
     })

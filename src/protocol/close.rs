@@ -49,7 +49,9 @@ impl CloseCode {
     /// The close code the peer gave, when a connection ended with an application close.
     pub fn of_error(error: &ConnectionError) -> Option<Self> {
         match error {
-            ConnectionError::ApplicationClosed(close) => Self::from_code(close.error_code.into_inner()),
+            ConnectionError::ApplicationClosed(close) => {
+                Self::from_code(close.error_code.into_inner())
+            }
             _ => None,
         }
     }

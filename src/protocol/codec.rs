@@ -62,8 +62,8 @@ impl FrameError {
 
 /// Encode one frame.
 pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
-    let bytes =
-        bincode::serde::encode_to_vec(value, WIRE).map_err(|e| CodecError::Encode(e.to_string()))?;
+    let bytes = bincode::serde::encode_to_vec(value, WIRE)
+        .map_err(|e| CodecError::Encode(e.to_string()))?;
     if bytes.len() > MAX_FRAME_BYTES {
         return Err(CodecError::TooLarge(bytes.len()));
     }
@@ -84,11 +84,16 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
 }
 
 /// Read the stream to its end (at most one frame's worth) and decode exactly one frame.
-pub async fn read_frame<T: DeserializeOwned>(recv: &mut quinn::RecvStream) -> Result<T, FrameError> {
-    let bytes = recv.read_to_end(MAX_FRAME_BYTES).await.map_err(|e| match e {
-        quinn::ReadToEndError::TooLong => FrameError::TooLong,
-        quinn::ReadToEndError::Read(e) => FrameError::Read(e),
-    })?;
+pub async fn read_frame<T: DeserializeOwned>(
+    recv: &mut quinn::RecvStream,
+) -> Result<T, FrameError> {
+    let bytes = recv
+        .read_to_end(MAX_FRAME_BYTES)
+        .await
+        .map_err(|e| match e {
+            quinn::ReadToEndError::TooLong => FrameError::TooLong,
+            quinn::ReadToEndError::Read(e) => FrameError::Read(e),
+        })?;
     Ok(decode(&bytes)?)
 }
 
@@ -163,7 +168,10 @@ mod tests {
             Request::ListUsers,
         ];
         for request in requests {
-            assert_eq!(decode::<Request>(&encode(&request).unwrap()).unwrap(), request);
+            assert_eq!(
+                decode::<Request>(&encode(&request).unwrap()).unwrap(),
+                request
+            );
         }
         let replies = [
             Reply::Welcome {
@@ -215,8 +223,14 @@ mod tests {
             decode::<Request>(&bytes),
             Err(CodecError::TrailingBytes(1))
         ));
-        assert!(matches!(decode::<Request>(&[3]), Err(CodecError::Malformed(_))));
-        assert!(matches!(decode::<Request>(&[]), Err(CodecError::Malformed(_))));
+        assert!(matches!(
+            decode::<Request>(&[3]),
+            Err(CodecError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode::<Request>(&[]),
+            Err(CodecError::Malformed(_))
+        ));
         assert!(matches!(
             decode::<Request>(&[1, 1, b'b', 1, 0xff]),
             Err(CodecError::Malformed(_))

@@ -97,8 +97,14 @@ mod tests {
 
     #[test]
     fn keys_ignore_ascii_case() {
-        assert_eq!(NameKey::new("Alice").unwrap(), NameKey::new("aLICE").unwrap());
-        assert_ne!(NameKey::new("alice").unwrap(), NameKey::new("alice2").unwrap());
+        assert_eq!(
+            NameKey::new("Alice").unwrap(),
+            NameKey::new("aLICE").unwrap()
+        );
+        assert_ne!(
+            NameKey::new("alice").unwrap(),
+            NameKey::new("alice2").unwrap()
+        );
         assert_eq!(NameKey::new("BoB").unwrap().as_str(), "bob");
     }
 }

@@ -62,8 +62,7 @@ impl Server {
     pub fn bind(config: ServerConfig) -> Result<Server, ServerError> {
         let identity = ServerIdentity::obtain(&config.cert)?;
         let ca_path = identity.ca_path.clone();
-        let mut server_config =
-            quinn::ServerConfig::with_crypto(tls::server_crypto(identity)?);
+        let mut server_config = quinn::ServerConfig::with_crypto(tls::server_crypto(identity)?);
         server_config.transport_config(config.limits.transport());
         let socket = bind_socket(config.bind)?;
         let endpoint = quinn::Endpoint::new(
@@ -121,10 +120,15 @@ impl Server {
             self.endpoint.open_connections()
         );
         self.endpoint.set_server_config(None);
-        self.endpoint
-            .close(CloseCode::ServerShutdown.var_int(), SHUTDOWN_REASON.as_bytes());
+        self.endpoint.close(
+            CloseCode::ServerShutdown.var_int(),
+            SHUTDOWN_REASON.as_bytes(),
+        );
         tracker.close();
-        if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait()).await.is_err() {
+        if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+            .await
+            .is_err()
+        {
             warn!("some sessions did not finish in time");
         }
         if tokio::time::timeout(SHUTDOWN_GRACE, self.endpoint.wait_idle())

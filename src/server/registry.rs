@@ -84,7 +84,10 @@ impl Registry {
         let users = self.read();
         let mut entries: Vec<(&NameKey, &Arc<Recipient>)> = users.iter().collect();
         entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        entries.into_iter().map(|(_, r)| r.name.to_string()).collect()
+        entries
+            .into_iter()
+            .map(|(_, r)| r.name.to_string())
+            .collect()
     }
 
     /// How many users are online.

@@ -195,7 +195,11 @@ async fn serve_requests(session: &Arc<Session>, tracker: &TaskTracker) -> String
 }
 
 /// Read one request, act on it, and answer on the same stream.
-async fn handle_request(session: Arc<Session>, mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+async fn handle_request(
+    session: Arc<Session>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
     let limits = &session.shared.limits;
     let request = match tokio::time::timeout(limits.request_timeout, read_frame(&mut recv)).await {
         Ok(Ok(request)) => request,

@@ -31,7 +31,9 @@ async fn a_stuck_recipient_gets_busy_then_closed_while_others_chat() {
         let alice = Arc::clone(&alice);
         sends.spawn(async move {
             let sent = Instant::now();
-            let receipt = alice.send("stuck", &format!("message {i} {}", "x".repeat(200))).await;
+            let receipt = alice
+                .send("stuck", &format!("message {i} {}", "x".repeat(200)))
+                .await;
             (receipt.unwrap().status, sent.elapsed())
         });
     }
@@ -42,11 +44,20 @@ async fn a_stuck_recipient_gets_busy_then_closed_while_others_chat() {
         }
     })
     .await;
-    let busy = statuses.iter().filter(|(s, _)| *s == Status::RecipientBusy).count();
-    assert!(busy > 0, "the stuck recipient made senders busy: {statuses:?}");
+    let busy = statuses
+        .iter()
+        .filter(|(s, _)| *s == Status::RecipientBusy)
+        .count();
+    assert!(
+        busy > 0,
+        "the stuck recipient made senders busy: {statuses:?}"
+    );
     for (status, took) in &statuses {
         assert!(
-            matches!(status, Status::Delivered | Status::RecipientBusy | Status::NotConnected),
+            matches!(
+                status,
+                Status::Delivered | Status::RecipientBusy | Status::NotConnected
+            ),
             "{status:?}"
         );
         assert!(*took < Duration::from_secs(10), "answered within 10 s");
@@ -55,7 +66,9 @@ async fn a_stuck_recipient_gets_busy_then_closed_while_others_chat() {
     assert!(started.elapsed() < Duration::from_secs(10));
 
     // Everyone else is unaffected.
-    let receipt = within(SCENARIO, "carol to dave", carol.send("dave", "still here")).await.unwrap();
+    let receipt = within(SCENARIO, "carol to dave", carol.send("dave", "still here"))
+        .await
+        .unwrap();
     assert_eq!(receipt.status, Status::Delivered);
     assert_eq!(dave_in.next().await.unwrap().body, "still here");
     // And the stuck user's name is free again.

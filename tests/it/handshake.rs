@@ -31,8 +31,14 @@ async fn welcome_names_the_server_and_counts_users() {
 async fn a_name_in_other_letter_case_is_taken() {
     let server = TestServer::start().await;
     let (_alice, _) = server.connect("Alice").await;
-    assert_eq!(refusal(server.try_connect("aLICE").await), RefuseReason::NameTaken);
-    assert_eq!(refusal(server.try_connect("Alice").await), RefuseReason::NameTaken);
+    assert_eq!(
+        refusal(server.try_connect("aLICE").await),
+        RefuseReason::NameTaken
+    );
+    assert_eq!(
+        refusal(server.try_connect("Alice").await),
+        RefuseReason::NameTaken
+    );
     server.stop().await;
 }
 
@@ -82,10 +88,16 @@ async fn server_full_refuses_further_users() {
     let server = TestServer::start_with(limits).await;
     let (_a, _) = server.connect("a").await;
     let (b, _) = server.connect("b").await;
-    assert_eq!(refusal(server.try_connect("c").await), RefuseReason::ServerFull);
+    assert_eq!(
+        refusal(server.try_connect("c").await),
+        RefuseReason::ServerFull
+    );
     b.close().await;
     // Room again once b is gone.
-    eventually(SCENARIO, "a free slot", || async { server.try_connect("c").await.is_ok() }).await;
+    eventually(SCENARIO, "a free slot", || async {
+        server.try_connect("c").await.is_ok()
+    })
+    .await;
     server.stop().await;
 }
 
@@ -99,7 +111,10 @@ async fn no_hello_in_time_closes_with_code_2() {
     let started = Instant::now();
     let connection = raw_connect(&server).await;
     assert_eq!(close_code(&connection).await, Some(2));
-    assert!(started.elapsed() >= Duration::from_millis(300), "not before the deadline");
+    assert!(
+        started.elapsed() >= Duration::from_millis(300),
+        "not before the deadline"
+    );
     server.stop().await;
 }
 

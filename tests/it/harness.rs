@@ -75,7 +75,12 @@ impl TestServer {
     }
 
     pub async fn try_connect(&self, name: &str) -> Result<(Client, Incoming), ClientError> {
-        within(SCENARIO, "connect", Client::connect(&self.client_config(name))).await
+        within(
+            SCENARIO,
+            "connect",
+            Client::connect(&self.client_config(name)),
+        )
+        .await
     }
 
     pub async fn connect(&self, name: &str) -> (Client, Incoming) {
@@ -99,7 +104,10 @@ impl TestServer {
 }
 
 /// A raw QUIC connection that trusts the server's CA and speaks ALPN `alpn`.
-pub async fn raw_connect_alpn(server: &TestServer, alpn: &[u8]) -> Result<quinn::Connection, quinn::ConnectionError> {
+pub async fn raw_connect_alpn(
+    server: &TestServer,
+    alpn: &[u8],
+) -> Result<quinn::Connection, quinn::ConnectionError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in quic_chat::tls::read_chain(&server.ca).unwrap() {
         roots.add(cert).unwrap();
@@ -118,7 +126,12 @@ pub async fn raw_connect_alpn(server: &TestServer, alpn: &[u8]) -> Result<quinn:
     config.transport_config(Arc::new(transport));
     let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     endpoint.set_default_client_config(config);
-    within(SCENARIO, "raw handshake", endpoint.connect(server.addr, "localhost").unwrap()).await
+    within(
+        SCENARIO,
+        "raw handshake",
+        endpoint.connect(server.addr, "localhost").unwrap(),
+    )
+    .await
 }
 
 /// A raw QUIC connection speaking `quic-chat/1`, with nothing sent yet.
@@ -175,9 +188,18 @@ pub async fn close_code(connection: &quinn::Connection) -> Option<u64> {
 pub fn take_varint(bytes: &[u8]) -> (u64, &[u8]) {
     match bytes[0] {
         b @ 0..=250 => (u64::from(b), &bytes[1..]),
-        251 => (u64::from(u16::from_le_bytes(bytes[1..3].try_into().unwrap())), &bytes[3..]),
-        252 => (u64::from(u32::from_le_bytes(bytes[1..5].try_into().unwrap())), &bytes[5..]),
-        253 => (u64::from_le_bytes(bytes[1..9].try_into().unwrap()), &bytes[9..]),
+        251 => (
+            u64::from(u16::from_le_bytes(bytes[1..3].try_into().unwrap())),
+            &bytes[3..],
+        ),
+        252 => (
+            u64::from(u32::from_le_bytes(bytes[1..5].try_into().unwrap())),
+            &bytes[5..],
+        ),
+        253 => (
+            u64::from_le_bytes(bytes[1..9].try_into().unwrap()),
+            &bytes[9..],
+        ),
         other => panic!("not a varint marker: {other}"),
     }
 }

@@ -14,7 +14,9 @@ async fn delivered_message_carries_the_receipt_id_and_the_registered_name() {
     let (alice, _) = server.connect("Alice").await;
     let (_bob, mut bob_in) = server.connect("bob").await;
     // The recipient is matched case-insensitively.
-    let receipt = within(SCENARIO, "receipt", alice.send("BOB", "hi  there ")).await.unwrap();
+    let receipt = within(SCENARIO, "receipt", alice.send("BOB", "hi  there "))
+        .await
+        .unwrap();
     assert_eq!(receipt.status, Status::Delivered);
     let message = within(SCENARIO, "delivery", bob_in.next()).await.unwrap();
     assert_eq!(message.id, receipt.id);
@@ -34,7 +36,9 @@ async fn every_send_gets_a_fresh_id() {
     let (alice, _) = server.connect("alice").await;
     let mut ids = HashSet::new();
     for to in ["nobody", "bad name", "alice", "nobody"] {
-        let receipt = within(SCENARIO, "receipt", alice.send(to, "x")).await.unwrap();
+        let receipt = within(SCENARIO, "receipt", alice.send(to, "x"))
+            .await
+            .unwrap();
         assert!(ids.insert(receipt.id), "id {} reused", receipt.id);
     }
     server.stop().await;
@@ -66,14 +70,22 @@ async fn body_limit_is_65536_bytes() {
     let (alice, _) = server.connect("alice").await;
     let (_bob, mut bob_in) = server.connect("bob").await;
     let too_large = "x".repeat(MAX_BODY_BYTES + 1);
-    assert_eq!(alice.send("bob", &too_large).await.unwrap().status, Status::TooLarge);
+    assert_eq!(
+        alice.send("bob", &too_large).await.unwrap().status,
+        Status::TooLarge
+    );
     // Counted in bytes: 21,846 three-byte characters are 65,538 bytes.
     let multibyte = "€".repeat(21_846);
-    assert_eq!(alice.send("bob", &multibyte).await.unwrap().status, Status::TooLarge);
+    assert_eq!(
+        alice.send("bob", &multibyte).await.unwrap().status,
+        Status::TooLarge
+    );
     let largest = "y".repeat(MAX_BODY_BYTES);
     let receipt = alice.send("bob", &largest).await.unwrap();
     assert_eq!(receipt.status, Status::Delivered);
-    let message = within(SCENARIO, "large delivery", bob_in.next()).await.unwrap();
+    let message = within(SCENARIO, "large delivery", bob_in.next())
+        .await
+        .unwrap();
     assert_eq!(message.body.len(), MAX_BODY_BYTES);
     assert_eq!(message.id, receipt.id);
     server.stop().await;
@@ -115,7 +127,9 @@ async fn a_user_can_message_themself() {
     let (alice, mut alice_in) = server.connect("alice").await;
     let receipt = alice.send("alice", "note to self").await.unwrap();
     assert_eq!(receipt.status, Status::Delivered);
-    let message = within(SCENARIO, "self delivery", alice_in.next()).await.unwrap();
+    let message = within(SCENARIO, "self delivery", alice_in.next())
+        .await
+        .unwrap();
     assert_eq!((message.from.as_str(), message.id), ("alice", receipt.id));
     server.stop().await;
 }
@@ -170,7 +184,10 @@ async fn a_thousand_messages_among_many_users_each_arrive_exactly_once() {
     let mut received = HashSet::new();
     within(SCENARIO, "all deliveries", async {
         for (r, (_, incoming)) in recipients.iter_mut().enumerate() {
-            let mine = expected.iter().filter(|(to, _, _)| *to == format!("r{r}")).count();
+            let mine = expected
+                .iter()
+                .filter(|(to, _, _)| *to == format!("r{r}"))
+                .count();
             for _ in 0..mine {
                 let message = incoming.next().await.unwrap();
                 let from_ok = message.body.starts_with(&format!("{}-", message.from));
@@ -181,10 +198,14 @@ async fn a_thousand_messages_among_many_users_each_arrive_exactly_once() {
         }
     })
     .await;
-    assert_eq!(received, expected, "every Delivered receipt matches exactly one delivery");
+    assert_eq!(
+        received, expected,
+        "every Delivered receipt matches exactly one delivery"
+    );
     // Nothing extra is waiting for anyone.
     for (client, incoming) in &mut recipients {
-        let extra = tokio::time::timeout(std::time::Duration::from_millis(200), incoming.next()).await;
+        let extra =
+            tokio::time::timeout(std::time::Duration::from_millis(200), incoming.next()).await;
         assert!(extra.is_err(), "{} got an extra message", client.username());
     }
     server.stop().await;

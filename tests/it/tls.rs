@@ -27,10 +27,15 @@ async fn a_name_the_certificate_lacks_fails() {
     let error = within(SCENARIO, "refused handshake", Client::connect(&config))
         .await
         .expect_err("a certificate for other names must be rejected");
-    assert!(error.to_string().contains("does not cover this name"), "{error}");
+    assert!(
+        error.to_string().contains("does not cover this name"),
+        "{error}"
+    );
     // The names it does have work, by DNS name and by IP.
     config.server_name = Some("localhost".into());
-    within(SCENARIO, "connect", Client::connect(&config)).await.unwrap();
+    within(SCENARIO, "connect", Client::connect(&config))
+        .await
+        .unwrap();
     server.connect("by_ip").await;
     server.stop().await;
 }
@@ -40,7 +45,9 @@ async fn a_missing_ca_file_is_a_clear_error() {
     let server = TestServer::start().await;
     let mut config = server.client_config("alice");
     config.ca_file = server.cert_dir.path().join("missing.pem");
-    let error = Client::connect(&config).await.expect_err("no CA, no connection");
+    let error = Client::connect(&config)
+        .await
+        .expect_err("no CA, no connection");
     assert!(matches!(error, ClientError::Tls(_)), "{error}");
     assert!(error.to_string().contains("missing.pem"), "{error}");
     server.stop().await;
@@ -51,6 +58,9 @@ async fn another_alpn_is_refused() {
     let server = TestServer::start().await;
     let result = raw_connect_alpn(&server, b"quic-chat/2").await;
     let error = result.expect_err("the server only speaks quic-chat/1");
-    assert!(error.to_string().contains("no_application_protocol") || error.to_string().contains("120"), "{error}");
+    assert!(
+        error.to_string().contains("no_application_protocol") || error.to_string().contains("120"),
+        "{error}"
+    );
     server.stop().await;
 }

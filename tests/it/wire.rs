@@ -38,7 +38,9 @@ async fn every_request_gets_the_exact_reply_bytes() {
     let (id, rest) = take_varint(&receipt[1..]);
     assert_eq!(rest, [0], "Delivered, and nothing after it");
 
-    let mut stream = within(SCENARIO, "delivery stream", bob.accept_uni()).await.unwrap();
+    let mut stream = within(SCENARIO, "delivery stream", bob.accept_uni())
+        .await
+        .unwrap();
     let deliver = stream.read_to_end(1 << 17).await.unwrap();
     assert_eq!(deliver[0], 0, "Deliver");
     let (deliver_id, rest) = take_varint(&deliver[1..]);
@@ -74,7 +76,11 @@ async fn every_request_gets_the_exact_reply_bytes() {
 }
 
 async fn assert_protocol_error(server: &TestServer, connection: quinn::Connection, what: &str) {
-    assert_eq!(close_code(&connection).await, Some(2), "{what} closes with PROTOCOL_ERROR");
+    assert_eq!(
+        close_code(&connection).await,
+        Some(2),
+        "{what} closes with PROTOCOL_ERROR"
+    );
     let _ = server;
 }
 
@@ -143,7 +149,10 @@ async fn an_oversized_frame_is_a_protocol_error() {
 async fn a_second_hello_is_a_protocol_error() {
     let server = TestServer::start().await;
     let connection = raw_registered(&server, "alice").await;
-    tokio::spawn(send_raw_owned(connection.clone(), hello_bytes(1, "mallory")));
+    tokio::spawn(send_raw_owned(
+        connection.clone(),
+        hello_bytes(1, "mallory"),
+    ));
     assert_protocol_error(&server, connection, "a second Hello").await;
     server.stop().await;
 }
