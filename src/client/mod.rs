@@ -38,6 +38,10 @@ pub struct ClientConfig {
     pub server_name: Option<String>,
     /// How long connecting (handshake plus Hello) may take.
     pub connect_timeout: Duration,
+    /// How often to send a keep-alive while the chat is quiet.
+    pub keep_alive: Duration,
+    /// How long without hearing from the server before the connection counts as lost.
+    pub idle_timeout: Duration,
 }
 
 impl ClientConfig {
@@ -53,6 +57,8 @@ impl ClientConfig {
             ca_file: ca_file.into(),
             server_name: None,
             connect_timeout: Duration::from_secs(5),
+            keep_alive: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -254,7 +260,7 @@ impl Client {
         let (addr, host) = resolve(&config.server).await?;
         let crypto = tls::client_crypto(&config.ca_file)?;
         let mut client_config = quinn::ClientConfig::new(crypto);
-        client_config.transport_config(client_transport());
+        client_config.transport_config(client_transport(config));
         let local: SocketAddr = if addr.is_ipv6() {
             "[::]:0".parse().expect("valid address")
         } else {
@@ -376,15 +382,15 @@ impl Client {
 
 /// The client's transport settings: keep-alives so an idle chat stays up, room
 /// for many deliveries in flight, and prompt ACKs so `Delivered` comes quickly.
-fn client_transport() -> Arc<quinn::TransportConfig> {
+fn client_transport(config: &ClientConfig) -> Arc<quinn::TransportConfig> {
+    let idle = quinn::IdleTimeout::try_from(config.idle_timeout)
+        .unwrap_or_else(|_| quinn::IdleTimeout::from(quinn::VarInt::from_u32(30_000)));
     let mut transport = quinn::TransportConfig::default();
     transport
         .max_concurrent_bidi_streams(0u32.into())
         .max_concurrent_uni_streams(256u32.into())
-        .keep_alive_interval(Some(Duration::from_secs(10)))
-        .max_idle_timeout(Some(quinn::IdleTimeout::from(quinn::VarInt::from_u32(
-            30_000,
-        ))))
+        .keep_alive_interval(Some(config.keep_alive))
+        .max_idle_timeout(Some(idle))
         .ack_frequency_config(Some(crate::server::config::prompt_acks()));
     Arc::new(transport)
 }
