@@ -53,6 +53,16 @@ pub struct ServerArgs {
     /// Most users connected at once; further users are refused as ServerFull.
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_connections)]
     pub max_connections: usize,
+    /// Most connections from one IP address at once (0 = unlimited).
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_connections_per_ip)]
+    pub max_connections_per_ip: usize,
+    /// Concurrent request streams one connection may have open.
+    #[arg(long, value_name = "N", default_value_t = Limits::default().max_streams_per_connection)]
+    pub max_streams: u32,
+    /// Handshakes in progress above which new clients must first pass a QUIC
+    /// address-validation Retry (0 = always).
+    #[arg(long, value_name = "N", default_value_t = Limits::default().retry_above_handshakes)]
+    pub retry_above: usize,
     /// Sustained messages per second one user may send (0 = unlimited).
     #[arg(long, value_name = "PER_SEC", default_value_t = Limits::default().rate_limit)]
     pub rate_limit: f64,
@@ -76,6 +86,9 @@ impl ServerArgs {
         };
         let limits = Limits {
             max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            max_streams_per_connection: self.max_streams.max(1),
+            retry_above_handshakes: self.retry_above,
             rate_limit: self.rate_limit.max(0.0),
             rate_burst: self.rate_burst,
             hello_timeout: Duration::from_secs_f64(self.hello_timeout.clamp(0.1, 10.0)),

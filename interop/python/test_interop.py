@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -543,6 +544,37 @@ async def _oversized(srv: Server):
         await c.close()
 
 
+@check("protocol error (2): a second Hello on a later stream")
+async def _second_hello(srv: Server):
+    c = await srv.registered("alice")
+    try:
+        frame = encode_request(Hello(1, "bob"))
+        await expect_protocol_error(c, c.request_raw(frame), f"second Hello {frame.hex()}")
+    finally:
+        await c.close()
+
+
+@check("protocol error (2): invalid UTF-8 in a Send body")
+async def _bad_utf8(srv: Server):
+    c = await srv.registered("alice")
+    try:
+        frame = Encoder().variant(1).string("alice").string(b"\xc3\x28").bytes()
+        await expect_protocol_error(c, c.request_raw(frame), f"Send {frame.hex()}")
+    finally:
+        await c.close()
+
+
+@check("protocol error (2): no Hello in time (server run with --hello-timeout 1)",
+       server_args=("--hello-timeout", "1"))
+async def _hello_timeout(srv: Server):
+    c = await srv.client()
+    try:
+        await expect_close(c, PROTOCOL_ERROR, "no Hello within the hello timeout")
+    finally:
+        await c.close()
+    return c.close_info.describe()
+
+
 @check("transport: other ALPN refused with TLS no_application_protocol")
 async def _alpn(srv: Server):
     try:
@@ -558,9 +590,11 @@ async def _alpn(srv: Server):
     raise CheckFailed("the server accepted ALPN h3")
 
 
-@check("transport: client verifies the server certificate (IP SAN ok, wrong name rejected)")
+@check("transport: client verifies the server certificate (IP SAN, DNS SAN 'localhost', wrong name rejected)")
 async def _verify(srv: Server):
     c = await srv.client()  # checks 127.0.0.1 against IP SANs with the CA file
+    await c.close()
+    c = await srv.client(server_name="localhost")  # a DNS name against DNS SANs
     await c.close()
     try:
         c = await srv.client(server_name="not-in-the-cert.invalid")
@@ -614,6 +648,11 @@ def _stderr_tail(srv: Server) -> str:
 
 
 async def main(binary: str, only: str | None) -> int:
+    # On SIGTERM/SIGINT (e.g. from `timeout`) cancel, so every started server is killed.
+    me = asyncio.current_task()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, me.cancel)
     passed = failed = 0
     for name, server_args, fn in CHECKS:
         if only and only not in name:
@@ -647,4 +686,8 @@ if __name__ == "__main__":
     if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
         print(f"not an executable file: {binary}", file=sys.stderr)
         sys.exit(2)
-    sys.exit(asyncio.run(main(os.path.abspath(binary), only)))
+    try:
+        sys.exit(asyncio.run(main(os.path.abspath(binary), only)))
+    except asyncio.CancelledError:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -38,6 +38,11 @@ impl ServerConfig {
 pub struct Limits {
     /// Registered users at most; further Hellos get `Refused{ServerFull}`.
     pub max_connections: usize,
+    /// Connections from one IP address at once; 0 means unlimited.
+    pub max_connections_per_ip: usize,
+    /// Handshakes in progress above which new clients must first prove their
+    /// address with a QUIC Retry; 0 means always.
+    pub retry_above_handshakes: usize,
     /// Time from the end of the handshake until the Hello must have arrived.
     pub hello_timeout: Duration,
     /// Time a client has to send one whole request frame once it opened the stream.
@@ -66,6 +71,8 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 20_000,
+            max_connections_per_ip: 64,
+            retry_above_handshakes: 64,
             hello_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(10),
             delivery_timeout: Duration::from_secs(5),

@@ -1,5 +1,6 @@
 //! The chat server: bind a QUIC endpoint, accept connections, shut down gracefully.
 
+pub mod admission;
 pub mod config;
 pub mod console;
 pub mod delivery;
@@ -17,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use admission::{Admission, AdmissionStats, Decision};
 pub use config::{Limits, ServerConfig};
 use registry::Registry;
 use session::Shared;
@@ -53,6 +55,7 @@ pub enum ServerError {
 #[derive(Debug)]
 pub struct Server {
     endpoint: quinn::Endpoint,
+    admission: Arc<Admission>,
     shared: Arc<Shared>,
     ca_path: Option<PathBuf>,
 }
@@ -81,8 +84,13 @@ impl Server {
             next_id: AtomicU64::new(1),
             server_name: SERVER_SOFTWARE.to_owned(),
         });
+        let admission = Admission::new(
+            shared.limits.max_connections_per_ip,
+            shared.limits.retry_above_handshakes,
+        );
         Ok(Server {
             endpoint,
+            admission,
             shared,
             ca_path,
         })
@@ -93,6 +101,11 @@ impl Server {
         self.endpoint
             .local_addr()
             .expect("a bound UDP socket has a local address")
+    }
+
+    /// Live admission counters (Retry packets sent, connections refused).
+    pub fn admission_stats(&self) -> Arc<AdmissionStats> {
+        self.admission.stats()
     }
 
     /// The CA certificate clients need, when the server made its own CA.
@@ -108,9 +121,18 @@ impl Server {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 incoming = self.endpoint.accept() => match incoming {
-                    Some(incoming) => {
-                        tracker.spawn(session::run(incoming, Arc::clone(&self.shared), tracker.clone()));
-                    }
+                    Some(incoming) => match self.admission.admit(&incoming) {
+                        Decision::Accept(slot) => {
+                            let session = session::run(incoming, slot, Arc::clone(&self.shared), tracker.clone());
+                            tracker.spawn(session);
+                        }
+                        Decision::Retry => {
+                            if let Err(e) = incoming.retry() {
+                                e.into_incoming().ignore();
+                            }
+                        }
+                        Decision::Refuse => incoming.refuse(),
+                    },
                     None => break,
                 },
             }

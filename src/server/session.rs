@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, Instrument};
 
+use super::admission::ConnectionSlot;
 use super::config::Limits;
 use super::delivery::{deliver, Delivery};
 use super::rate::TokenBucket;
@@ -35,9 +36,16 @@ pub struct Shared {
 const REFUSED_LINGER: Duration = Duration::from_secs(1);
 
 /// Serve one incoming connection until it ends.
-pub async fn run(incoming: quinn::Incoming, shared: Arc<Shared>, tracker: TaskTracker) {
+pub async fn run(
+    incoming: quinn::Incoming,
+    mut slot: ConnectionSlot,
+    shared: Arc<Shared>,
+    tracker: TaskTracker,
+) {
     let remote = canonical(incoming.remote_address());
-    let connection = match incoming.await {
+    let handshake = incoming.await;
+    slot.handshake_done();
+    let connection = match handshake {
         Ok(connection) => connection,
         Err(e) => {
             debug!(%remote, "handshake failed: {e}");

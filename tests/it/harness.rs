@@ -29,6 +29,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub ca: PathBuf,
     pub cert_dir: tempfile::TempDir,
+    pub admission: Arc<quic_chat::server::admission::AdmissionStats>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -59,12 +60,14 @@ impl TestServer {
         let server = Server::bind(config).expect("server binds");
         let addr = server.local_addr();
         let ca = server.ca_path().expect("generated CA").to_owned();
+        let admission = server.admission_stats();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run(shutdown.clone()));
         TestServer {
             addr,
             ca,
             cert_dir,
+            admission,
             shutdown,
             task,
         }

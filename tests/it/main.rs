@@ -4,6 +4,7 @@ mod backpressure;
 mod cli;
 
 mod handshake;
+mod limits;
 mod harness;
 mod messaging;
 mod shutdown;

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Independent protocol-v1 interoperability check of a quic-chat server binary,
+# using the Python/aioquic client in interop/python/.
+#
+# usage: interop/run.sh [path/to/quic-chat]   (default: target/debug/quic-chat
+#        relative to the repository root)
+# env:   PYTHON (default python3), TMPDIR (venv location, default /tmp)
+set -euo pipefail
+
+AIOQUIC_VERSION=1.7.2   # verified with this version
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+bin="${1:-$root/target/debug/quic-chat}"
+python="${PYTHON:-python3}"
+venv="${TMPDIR:-/tmp}/quic-chat-interop-venv"
+
+if [[ ! -x "$bin" ]]; then
+    echo "run.sh: server binary not found or not executable: $bin" >&2
+    echo "run.sh: build it first (cargo build) or pass its path as the first argument" >&2
+    exit 2
+fi
+
+# (Re)create the venv unless it already has the pinned aioquic.
+if ! "$venv/bin/python" -c "import aioquic, sys; sys.exit(aioquic.__version__ != '$AIOQUIC_VERSION')" 2>/dev/null; then
+    rm -rf "$venv"
+    timeout 30 "$python" -m venv "$venv"
+    timeout 90 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+        "aioquic==$AIOQUIC_VERSION"
+fi
+
+# The checks themselves take ~10 s; every wait inside is bounded as well.
+exec timeout --kill-after=5 100 "$venv/bin/python" "$here/python/test_interop.py" "$bin"

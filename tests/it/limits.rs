@@ -1,0 +1,135 @@
+//! The server's protective limits: per-IP connections, address validation,
+//! the send rate, and deadlines for requests that never finish.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use quic_chat::protocol::Status;
+use quic_chat::server::Limits;
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn connections_per_ip_are_capped() {
+    let limits = Limits {
+        max_connections_per_ip: 2,
+        ..test_limits()
+    };
+    let server = TestServer::start_with(limits).await;
+    let (a, _) = server.connect("a").await;
+    let (_b, _) = server.connect("b").await;
+    let error = server.try_connect("c").await.expect_err("a third connection from one IP");
+    assert!(error.to_string().contains("refused"), "{error}");
+    assert_eq!(server.admission.refused.load(Ordering::Relaxed), 1);
+    a.close().await;
+    eventually(SCENARIO, "a slot freed by a's BYE", || async {
+        server.try_connect("c").await.is_ok()
+    })
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn zero_means_unlimited_connections_per_ip() {
+    let limits = Limits {
+        max_connections_per_ip: 0,
+        ..test_limits()
+    };
+    let server = TestServer::start_with(limits).await;
+    let mut clients = Vec::new();
+    for i in 0..5 {
+        clients.push(server.connect(&format!("u{i}")).await);
+    }
+    assert_eq!(server.admission.refused.load(Ordering::Relaxed), 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn busy_servers_validate_addresses_with_a_retry() {
+    // 0 handshakes allowed before validation: every new client is asked for a Retry.
+    let limits = Limits {
+        retry_above_handshakes: 0,
+        ..test_limits()
+    };
+    let server = TestServer::start_with(limits).await;
+    let (alice, _) = server.connect("alice").await;
+    let (_bob, mut bob_in) = server.connect("bob").await;
+    assert_eq!(server.admission.retries.load(Ordering::Relaxed), 2, "one Retry per client");
+    assert_eq!(alice.send("bob", "validated").await.unwrap().status, Status::Delivered);
+    assert_eq!(bob_in.next().await.unwrap().body, "validated");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_server_skips_the_retry_round_trip() {
+    let server = TestServer::start().await;
+    server.connect("alice").await;
+    assert_eq!(server.admission.retries.load(Ordering::Relaxed), 0);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn over_the_rate_limit_sends_are_refused_and_not_delivered() {
+    let limits = Limits {
+        // A refill far slower than the test, so only the burst counts.
+        rate_limit: 0.001,
+        rate_burst: 3,
+        ..test_limits()
+    };
+    let server = TestServer::start_with(limits).await;
+    let (alice, _) = server.connect("alice").await;
+    let (_bob, mut bob_in) = server.connect("bob").await;
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        statuses.push(alice.send("bob", &format!("m{i}")).await.unwrap().status);
+    }
+    use Status::{Delivered, RateLimited};
+    assert_eq!(statuses, [Delivered, Delivered, Delivered, RateLimited, RateLimited]);
+    for i in 0..3 {
+        assert_eq!(bob_in.next().await.unwrap().body, format!("m{i}"));
+    }
+    // The limit is per user: bob can still talk.
+    let (carol, _) = server.connect("carol").await;
+    assert_eq!(carol.send("bob", "hi").await.unwrap().status, Delivered);
+    assert_eq!(bob_in.next().await.unwrap().body, "hi", "nothing rate-limited arrived");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_request_that_never_finishes_is_cut_off() {
+    let limits = Limits {
+        request_timeout: Duration::from_millis(300),
+        ..test_limits()
+    };
+    let server = TestServer::start_with(limits).await;
+    let slowloris = raw_registered(&server, "slowloris").await;
+    let (mut send, _recv) = slowloris.open_bi().await.unwrap();
+    // Half a Send, then nothing: no FIN ever comes.
+    send.write_all(&[1, 3, b'b']).await.unwrap();
+    assert_eq!(close_code(&slowloris).await, Some(2));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_hello_trickled_too_slowly_is_cut_off() {
+    let limits = Limits {
+        hello_timeout: Duration::from_millis(400),
+        ..test_limits()
+    };
+    let server = TestServer::start_with(limits).await;
+    let connection = raw_connect(&server).await;
+    let (mut send, _recv) = connection.open_bi().await.unwrap();
+    let trickle = async {
+        for byte in hello_bytes(1, "slow") {
+            if send.write_all(&[byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::select! {
+        code = close_code(&connection) => assert_eq!(code, Some(2)),
+        _ = trickle => panic!("the whole Hello went through despite the deadline"),
+    }
+    server.stop().await;
+}
