@@ -2,8 +2,9 @@
 # Independent protocol-v1 interoperability check of a quic-chat server binary,
 # using the Python/aioquic client in interop/python/.
 #
-# usage: interop/run.sh [path/to/quic-chat]   (default: target/debug/quic-chat
-#        relative to the repository root)
+# usage: interop/run.sh [path/to/quic-chat [--only=SUBSTRING]]
+#        (default binary: target/debug/quic-chat relative to the repository root;
+#        --only runs just the checks whose name contains SUBSTRING)
 # env:   PYTHON (default python3), TMPDIR (venv location, default /tmp)
 set -euo pipefail
 
@@ -12,6 +13,7 @@ AIOQUIC_VERSION=1.7.2   # verified with this version
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 bin="${1:-$root/target/debug/quic-chat}"
+shift || true
 python="${PYTHON:-python3}"
 venv="${TMPDIR:-/tmp}/quic-chat-interop-venv"
 
@@ -24,10 +26,13 @@ fi
 # (Re)create the venv unless it already has the pinned aioquic.
 if ! "$venv/bin/python" -c "import aioquic, sys; sys.exit(aioquic.__version__ != '$AIOQUIC_VERSION')" 2>/dev/null; then
     rm -rf "$venv"
-    timeout 30 "$python" -m venv "$venv"
-    timeout 90 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    timeout 20 "$python" -m venv "$venv"
+    timeout 60 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check \
         "aioquic==$AIOQUIC_VERSION"
 fi
 
-# The checks themselves take ~10 s; every wait inside is bounded as well.
-exec timeout --kill-after=5 100 "$venv/bin/python" "$here/python/test_interop.py" "$bin"
+# The checks themselves take ~15 s and every wait inside is bounded; the whole
+# script (venv + install + checks) stays within a 120 s budget.
+budget=$(( 120 - SECONDS ))
+(( budget < 30 )) && budget=30
+exec timeout --kill-after=5 "$budget" "$venv/bin/python" "$here/python/test_interop.py" "$bin" "$@"

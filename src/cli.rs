@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::bench::{BenchConfig, Workload};
 use crate::client::ClientConfig;
 use crate::server::{Limits, ServerConfig};
 use crate::tls::CertSource;
@@ -27,6 +28,64 @@ pub enum CliCommand {
     Server(ServerArgs),
     /// Connect to a server and chat. Commands: send USER MESSAGE, users, help, EXIT.
     Connect(ConnectArgs),
+    /// Measure a server: message throughput and latency, connection rate, idle memory.
+    Bench(BenchArgs),
+}
+
+/// `quic-chat bench` options.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Server to measure (HOST:PORT); without it, the bench starts this build's server as a child process.
+    pub server: Option<String>,
+    /// CA certificate of the server to measure (needed with SERVER).
+    #[arg(long, value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// What to measure.
+    #[arg(long, short, value_enum, default_value = "pairs")]
+    pub workload: Workload,
+    /// Senders (pairs, fanin), concurrent connectors (connect) or connections held (idle).
+    #[arg(long, short = 'n', default_value_t = 50)]
+    pub clients: usize,
+    /// Sends in flight per sender.
+    #[arg(long, short = 'w', default_value_t = 32)]
+    pub in_flight: usize,
+    /// Message body size in bytes (at least 20).
+    #[arg(long, short = 'b', default_value_t = 64)]
+    pub body: usize,
+    /// Seconds to measure.
+    #[arg(long, short = 'd', default_value_t = 10.0)]
+    pub duration: f64,
+    /// Seconds to run before measuring.
+    #[arg(long, default_value_t = 2.0)]
+    pub warmup: f64,
+    /// Make every connection a full TLS handshake (connect workload).
+    #[arg(long)]
+    pub no_resume: bool,
+    /// Print one JSON object instead of a table (and no progress bar).
+    #[arg(long)]
+    pub json: bool,
+    /// Extra argument for the child server (repeatable), e.g. --server-arg=--max-streams=200.
+    #[arg(long = "server-arg", value_name = "ARG", allow_hyphen_values = true)]
+    pub server_args: Vec<String>,
+}
+
+impl BenchArgs {
+    /// The benchmark configuration these options describe.
+    pub fn into_config(self) -> BenchConfig {
+        BenchConfig {
+            server: self.server,
+            ca: self.ca,
+            workload: self.workload,
+            clients: self.clients.max(1),
+            in_flight: self.in_flight.max(1),
+            body_bytes: self.body.clamp(20, crate::protocol::MAX_BODY_BYTES),
+            duration: Duration::from_secs_f64(self.duration.clamp(0.1, 3600.0)),
+            warmup: Duration::from_secs_f64(self.warmup.clamp(0.0, 600.0)),
+            tls_resumption: !self.no_resume,
+            progress: !self.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            server_args: self.server_args,
+        }
+    }
 }
 
 /// `quic-chat server` options.

@@ -4,10 +4,12 @@
 //! - [`protocol`]: the wire contract (protocol v1): frames, codec, close codes, usernames.
 //! - [`tls`]: the CA and server certificates, and the rustls configs of both sides.
 //! - [`server`]: the chat server: accept loop, sessions, registry, delivery, console.
+//! - [`bench`]: the load generator behind `quic-chat bench`.
 //! - [`client`]: the client library API, command parsing, sanitising and the terminal loop.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod protocol;

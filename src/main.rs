@@ -9,7 +9,7 @@ use clap::Parser;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use quic_chat::cli::{Cli, CliCommand, ConnectArgs, ServerArgs};
+use quic_chat::cli::{BenchArgs, Cli, CliCommand, ConnectArgs, ServerArgs};
 use quic_chat::client::{ui, Client};
 use quic_chat::server::{console, Server};
 
@@ -17,7 +17,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_log = match cli.command {
         CliCommand::Server(_) => "info",
-        CliCommand::Connect(_) => "warn",
+        CliCommand::Connect(_) | CliCommand::Bench(_) => "warn",
     };
     init_tracing(default_log);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -34,6 +34,7 @@ fn main() -> ExitCode {
         match cli.command {
             CliCommand::Server(args) => run_server(args).await,
             CliCommand::Connect(args) => run_client(args).await,
+            CliCommand::Bench(args) => run_bench(args).await,
         }
     });
     // Do not wait for the stdin reader threads: they may be blocked on a read.
@@ -103,6 +104,19 @@ async fn run_client(args: ConnectArgs) -> anyhow::Result<()> {
     ui::run(client, incoming, lines, &mut out)
         .await
         .context("chat ended")?;
+    Ok(())
+}
+
+async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
+    let json = args.json;
+    let report = quic_chat::bench::run(&args.into_config()).await?;
+    let mut out = std::io::stdout();
+    if json {
+        writeln!(out, "{}", serde_json::to_string(&report)?)?;
+    } else {
+        write!(out, "{}", report.table())?;
+    }
+    out.flush()?;
     Ok(())
 }
 

@@ -328,12 +328,16 @@ pub fn server_crypto(identity: ServerIdentity) -> Result<Arc<QuicServerConfig>, 
         .with_single_cert(identity.chain, identity.key)?;
     config.alpn_protocols = vec![ALPN.to_vec()];
     config.key_log = Arc::new(rustls::KeyLogFile::new());
+    // Stateless session tickets: returning clients resume without a full
+    // handshake, and the server keeps no per-client session state.
+    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
     let quic = QuicServerConfig::try_from(config).map_err(|e| TlsError::Quic(e.to_string()))?;
     Ok(Arc::new(quic))
 }
 
-/// The rustls + quinn client crypto trusting only the CA certificates in `ca_file`.
-pub fn client_crypto(ca_file: &Path) -> Result<Arc<QuicClientConfig>, TlsError> {
+/// The rustls + quinn client crypto trusting only the CA certificates in
+/// `ca_file`; with `resume`, TLS sessions are resumed on reconnects.
+pub fn client_crypto(ca_file: &Path, resume: bool) -> Result<Arc<QuicClientConfig>, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in read_chain(ca_file)? {
         roots.add(cert).map_err(|e| TlsError::BadPem {
@@ -347,6 +351,9 @@ pub fn client_crypto(ca_file: &Path) -> Result<Arc<QuicClientConfig>, TlsError> 
         .with_no_client_auth();
     config.alpn_protocols = vec![ALPN.to_vec()];
     config.key_log = Arc::new(rustls::KeyLogFile::new());
+    if !resume {
+        config.resumption = rustls::client::Resumption::disabled();
+    }
     let quic = QuicClientConfig::try_from(config).map_err(|e| TlsError::Quic(e.to_string()))?;
     Ok(Arc::new(quic))
 }

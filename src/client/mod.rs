@@ -38,6 +38,8 @@ pub struct ClientConfig {
     pub server_name: Option<String>,
     /// How long connecting (handshake plus Hello) may take.
     pub connect_timeout: Duration,
+    /// Resume TLS sessions on reconnects made by the same [`Connector`].
+    pub tls_resumption: bool,
     /// How often to send a keep-alive while the chat is quiet.
     pub keep_alive: Duration,
     /// How long without hearing from the server before the connection counts as lost.
@@ -57,6 +59,7 @@ impl ClientConfig {
             ca_file: ca_file.into(),
             server_name: None,
             connect_timeout: Duration::from_secs(5),
+            tls_resumption: true,
             keep_alive: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
         }
@@ -245,42 +248,33 @@ pub struct Client {
     connection: quinn::Connection,
     welcome: Welcome,
     username: String,
+    /// Whether closing this client should also wait for its endpoint to go idle.
+    owns_endpoint: bool,
 }
 
 impl Client {
     /// Connect, verify the server against the CA file, and register.
     pub async fn connect(config: &ClientConfig) -> Result<(Client, Incoming), ClientError> {
         let timeout = config.connect_timeout;
-        tokio::time::timeout(timeout, Self::connect_inner(config))
+        let connect = async {
+            let connector = Connector::new(config).await?;
+            let (mut client, incoming) = connector.connect(&config.username).await?;
+            client.owns_endpoint = true;
+            Ok((client, incoming))
+        };
+        tokio::time::timeout(timeout, connect)
             .await
             .map_err(|_| ClientError::Timeout(config.server.clone()))?
     }
 
-    async fn connect_inner(config: &ClientConfig) -> Result<(Client, Incoming), ClientError> {
-        let (addr, host) = resolve(&config.server).await?;
-        let crypto = tls::client_crypto(&config.ca_file)?;
-        let mut client_config = quinn::ClientConfig::new(crypto);
-        client_config.transport_config(client_transport(config));
-        let local: SocketAddr = if addr.is_ipv6() {
-            "[::]:0".parse().expect("valid address")
-        } else {
-            "0.0.0.0:0".parse().expect("valid address")
-        };
-        let mut endpoint = quinn::Endpoint::client(local).map_err(ClientError::Socket)?;
-        endpoint.set_default_client_config(client_config);
-        let server_name = config.server_name.as_deref().unwrap_or(&host);
-        let connection = endpoint
-            .connect(addr, server_name)
-            .map_err(|source| ClientError::Connect {
-                server: config.server.clone(),
-                source,
-            })?
-            .await
-            .map_err(|e| ClientError::Connection(explain_handshake_error(&config.server, &e)))?;
-
+    async fn register(
+        connection: quinn::Connection,
+        endpoint: quinn::Endpoint,
+        username: &str,
+    ) -> Result<(Client, Incoming), ClientError> {
         let hello = Request::Hello {
             protocol: protocol::PROTOCOL_VERSION,
-            username: config.username.clone(),
+            username: username.to_owned(),
         };
         let reply = request(&connection, &hello).await.map_err(|e| match e {
             ClientError::Disconnected(Disconnect::ClosedByServer { reason, .. }) => {
@@ -295,7 +289,7 @@ impl Client {
                 // wait briefly for that rather than closing with a code of our own.
                 let _ = tokio::time::timeout(Duration::from_secs(2), connection.closed()).await;
                 return Err(ClientError::Refused {
-                    username: config.username.clone(),
+                    username: username.to_owned(),
                     reason,
                     detail,
                 });
@@ -313,7 +307,8 @@ impl Client {
             endpoint,
             connection,
             welcome,
-            username: config.username.clone(),
+            username: username.to_owned(),
+            owns_endpoint: false,
         };
         let incoming = Incoming {
             messages: rx,
@@ -371,12 +366,67 @@ impl Client {
     /// [`Client::close`] for a shared client.
     pub async fn close_ref(&self) {
         self.connection.close(CloseCode::Bye.var_int(), b"bye");
-        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        if self.owns_endpoint {
+            // Make sure the BYE is on the wire before the caller exits.
+            let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+        }
     }
 
     /// The underlying QUIC connection (for tests and tools that need transport details).
     pub fn connection(&self) -> &quinn::Connection {
         &self.connection
+    }
+}
+
+/// Makes connections to one server: the CA, TLS settings (and so TLS session
+/// tickets for resumption) and the UDP socket are set up once and shared.
+#[derive(Debug, Clone)]
+pub struct Connector {
+    endpoint: quinn::Endpoint,
+    addr: SocketAddr,
+    server: String,
+    server_name: String,
+}
+
+impl Connector {
+    /// Resolve the server, load the CA file and open a UDP socket.
+    pub async fn new(config: &ClientConfig) -> Result<Connector, ClientError> {
+        let (addr, host) = resolve(&config.server).await?;
+        let crypto = tls::client_crypto(&config.ca_file, config.tls_resumption)?;
+        let mut client_config = quinn::ClientConfig::new(crypto);
+        client_config.transport_config(client_transport(config));
+        let local: SocketAddr = if addr.is_ipv6() {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        };
+        let mut endpoint = quinn::Endpoint::client(local).map_err(ClientError::Socket)?;
+        endpoint.set_default_client_config(client_config);
+        Ok(Connector {
+            endpoint,
+            addr,
+            server: config.server.clone(),
+            server_name: config.server_name.clone().unwrap_or(host),
+        })
+    }
+
+    /// Handshake and register as `username` on a new connection.
+    pub async fn connect(&self, username: &str) -> Result<(Client, Incoming), ClientError> {
+        let connection = self
+            .endpoint
+            .connect(self.addr, &self.server_name)
+            .map_err(|source| ClientError::Connect {
+                server: self.server.clone(),
+                source,
+            })?
+            .await
+            .map_err(|e| ClientError::Connection(explain_handshake_error(&self.server, &e)))?;
+        Client::register(connection, self.endpoint.clone(), username).await
+    }
+
+    /// Wait (at most `limit`) until every connection made here has finished closing.
+    pub async fn wait_idle(&self, limit: Duration) {
+        let _ = tokio::time::timeout(limit, self.endpoint.wait_idle()).await;
     }
 }
 

@@ -18,7 +18,10 @@ async fn connections_per_ip_are_capped() {
     let server = TestServer::start_with(limits).await;
     let (a, _) = server.connect("a").await;
     let (_b, _) = server.connect("b").await;
-    let error = server.try_connect("c").await.expect_err("a third connection from one IP");
+    let error = server
+        .try_connect("c")
+        .await
+        .expect_err("a third connection from one IP");
     assert!(error.to_string().contains("refused"), "{error}");
     assert_eq!(server.admission.refused.load(Ordering::Relaxed), 1);
     a.close().await;
@@ -54,8 +57,15 @@ async fn busy_servers_validate_addresses_with_a_retry() {
     let server = TestServer::start_with(limits).await;
     let (alice, _) = server.connect("alice").await;
     let (_bob, mut bob_in) = server.connect("bob").await;
-    assert_eq!(server.admission.retries.load(Ordering::Relaxed), 2, "one Retry per client");
-    assert_eq!(alice.send("bob", "validated").await.unwrap().status, Status::Delivered);
+    assert_eq!(
+        server.admission.retries.load(Ordering::Relaxed),
+        2,
+        "one Retry per client"
+    );
+    assert_eq!(
+        alice.send("bob", "validated").await.unwrap().status,
+        Status::Delivered
+    );
     assert_eq!(bob_in.next().await.unwrap().body, "validated");
     server.stop().await;
 }
@@ -84,14 +94,21 @@ async fn over_the_rate_limit_sends_are_refused_and_not_delivered() {
         statuses.push(alice.send("bob", &format!("m{i}")).await.unwrap().status);
     }
     use Status::{Delivered, RateLimited};
-    assert_eq!(statuses, [Delivered, Delivered, Delivered, RateLimited, RateLimited]);
+    assert_eq!(
+        statuses,
+        [Delivered, Delivered, Delivered, RateLimited, RateLimited]
+    );
     for i in 0..3 {
         assert_eq!(bob_in.next().await.unwrap().body, format!("m{i}"));
     }
     // The limit is per user: bob can still talk.
     let (carol, _) = server.connect("carol").await;
     assert_eq!(carol.send("bob", "hi").await.unwrap().status, Delivered);
-    assert_eq!(bob_in.next().await.unwrap().body, "hi", "nothing rate-limited arrived");
+    assert_eq!(
+        bob_in.next().await.unwrap().body,
+        "hi",
+        "nothing rate-limited arrived"
+    );
     server.stop().await;
 }
 

@@ -4,8 +4,8 @@ mod backpressure;
 mod cli;
 
 mod handshake;
-mod limits;
 mod harness;
+mod limits;
 mod messaging;
 mod shutdown;
 mod tls;

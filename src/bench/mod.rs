@@ -1,0 +1,215 @@
+//! `quic-chat bench`: a protocol-v1 load generator. It measures any conforming
+//! server at an address, or starts this build's server as a child process so
+//! that the server's CPU time and memory can be read apart from its own.
+
+pub mod report;
+pub mod server_process;
+pub mod workloads;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use crate::client::{ClientConfig, ClientError, Connector};
+pub use report::Report;
+use server_process::{ServerProcess, ServerProcessError};
+
+/// What to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Workload {
+    /// N senders, each to its own receiver.
+    Pairs,
+    /// N senders, all to one receiver.
+    Fanin,
+    /// New connections per second (handshake, Hello, BYE).
+    Connect,
+    /// N registered connections held open: server memory per connection.
+    Idle,
+}
+
+impl Workload {
+    /// The workload's name as on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Pairs => "pairs",
+            Workload::Fanin => "fanin",
+            Workload::Connect => "connect",
+            Workload::Idle => "idle",
+        }
+    }
+}
+
+/// One benchmark run.
+#[derive(Debug, Clone)]
+pub struct BenchConfig {
+    /// The server to measure; `None` starts one as a child process.
+    pub server: Option<String>,
+    /// CA file for `server` (ignored when the bench starts its own).
+    pub ca: Option<PathBuf>,
+    /// What to measure.
+    pub workload: Workload,
+    /// Senders (pairs, fanin), concurrent connectors (connect) or connections (idle).
+    pub clients: usize,
+    /// Sends in flight per sender.
+    pub in_flight: usize,
+    /// Body size in bytes (at least 20: the send timestamp).
+    pub body_bytes: usize,
+    /// Measured window.
+    pub duration: Duration,
+    /// Time before the window, not measured.
+    pub warmup: Duration,
+    /// Resume TLS sessions on reconnects (connect workload).
+    pub tls_resumption: bool,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+    /// Extra arguments for the child server.
+    pub server_args: Vec<String>,
+}
+
+/// Why a benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// The child server failed.
+    #[error(transparent)]
+    Server(#[from] ServerProcessError),
+    /// A client could not connect.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// An address was given without `--ca`.
+    #[error("measuring a running server needs --ca FILE")]
+    NoCa,
+}
+
+/// Run one benchmark and report what it measured.
+pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
+    let child = match &config.server {
+        Some(_) => None,
+        None => Some(ServerProcess::start(&config.server_args)?),
+    };
+    let (addr, ca) = match (&child, &config.server, &config.ca) {
+        (Some(child), _, _) => (child.addr.clone(), child.ca.clone()),
+        (None, Some(addr), Some(ca)) => (addr.clone(), ca.clone()),
+        _ => return Err(BenchError::NoCa),
+    };
+    let mut client_config = ClientConfig::new(addr, "bench", ca);
+    client_config.tls_resumption = config.tls_resumption;
+    let connector = Connector::new(&client_config).await?;
+    let meter = Meter::new(child.as_ref(), config.progress);
+    let result = match config.workload {
+        Workload::Pairs | Workload::Fanin => workloads::messages(config, &connector, &meter).await,
+        Workload::Connect => workloads::connect(config, &connector, &meter).await,
+        Workload::Idle => workloads::idle(config, &connector, &meter).await,
+    };
+    meter.finish();
+    let mut report = result?;
+    if report.server_rss_kib.is_none() {
+        report.server_rss_kib = meter.server_rss().map(|b| b / 1024);
+    }
+    connector.wait_idle(Duration::from_secs(3)).await;
+    if let Some(child) = child {
+        child.stop();
+    }
+    Ok(report)
+}
+
+/// Progress display and the child server's meters.
+pub struct Meter<'a> {
+    server: Option<&'a ServerProcess>,
+    bar: ProgressBar,
+}
+
+/// A point in time, with the server's CPU time then.
+pub struct Mark {
+    wall: Instant,
+    cpu: Option<Duration>,
+}
+
+/// A measured window: its length and the server CPU time spent in it.
+pub struct Window {
+    /// Wall-clock length.
+    pub wall: Duration,
+    /// Server CPU time (user + system) within it.
+    pub server_cpu: Option<Duration>,
+}
+
+impl Window {
+    /// Put the server CPU figures for `ops` operations into `report`.
+    pub fn fill(&self, report: &mut Report, ops: u64) {
+        if let Some(cpu) = self.server_cpu {
+            if ops > 0 {
+                report.server_cpu_us_per_op = Some(cpu.as_secs_f64() * 1e6 / ops as f64);
+            }
+            report.server_cores = Some(cpu.as_secs_f64() / self.wall.as_secs_f64());
+        }
+    }
+}
+
+impl<'a> Meter<'a> {
+    fn new(server: Option<&'a ServerProcess>, progress: bool) -> Self {
+        let bar = if progress {
+            ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr())
+        } else {
+            ProgressBar::hidden()
+        };
+        bar.set_style(
+            ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        Meter { server, bar }
+    }
+
+    /// Show `label` and wait `length`, advancing the bar.
+    pub async fn phase(&self, label: &'static str, length: Duration) {
+        let millis = u64::try_from(length.as_millis()).unwrap_or(u64::MAX);
+        self.bar.set_message(label);
+        self.bar.set_length(millis / 100);
+        self.bar.set_position(0);
+        let started = Instant::now();
+        let mut ticks = tokio::time::interval(Duration::from_millis(100));
+        while started.elapsed() < length {
+            ticks.tick().await;
+            self.bar
+                .set_position((started.elapsed().as_millis() / 100) as u64);
+        }
+    }
+
+    /// Set the bar to count `len` items under `label`.
+    pub fn progress_len(&self, len: u64, label: &'static str) {
+        self.bar.set_message(label);
+        self.bar.set_length(len);
+        self.bar.set_position(0);
+    }
+
+    /// Items done so far.
+    pub fn progress_set(&self, done: u64) {
+        self.bar.set_position(done);
+    }
+
+    /// Now, for a window to start.
+    pub fn mark(&self) -> Mark {
+        Mark {
+            wall: Instant::now(),
+            cpu: self.server.and_then(|s| s.cpu_time()),
+        }
+    }
+
+    /// The window since `mark`.
+    pub fn elapsed_since(&self, mark: &Mark) -> Window {
+        let cpu_now = self.server.and_then(|s| s.cpu_time());
+        Window {
+            wall: mark.wall.elapsed(),
+            server_cpu: mark.cpu.zip(cpu_now).map(|(a, b)| b.saturating_sub(a)),
+        }
+    }
+
+    /// The child server's resident memory, in bytes.
+    pub fn server_rss(&self) -> Option<u64> {
+        self.server.and_then(|s| s.rss_bytes())
+    }
+
+    fn finish(&self) {
+        self.bar.finish_and_clear();
+    }
+}

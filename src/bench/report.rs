@@ -1,0 +1,131 @@
+//! The benchmark's results: a readable table, or one JSON object.
+
+use serde::Serialize;
+
+/// Everything one benchmark run measured.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// `pairs`, `fanin`, `connect` or `idle`.
+    pub workload: String,
+    /// Senders (pairs, fanin), concurrent connectors (connect) or connections (idle).
+    pub clients: usize,
+    /// Sends in flight per sender.
+    pub in_flight: usize,
+    /// Message body size in bytes.
+    pub body_bytes: usize,
+    /// Length of the measured window, in seconds.
+    pub seconds: f64,
+    /// Messages delivered (pairs, fanin) or connections made (connect) in the window.
+    pub count: u64,
+    /// `count` per second.
+    pub per_second: f64,
+    /// Send-to-deliver (messages) or connect-to-welcome (connect) latency, in microseconds.
+    pub latency_us: Option<Latency>,
+    /// Sender-side receipt statuses seen in the window, by name.
+    pub statuses: std::collections::BTreeMap<String, u64>,
+    /// Requests that failed outright (connection errors).
+    pub errors: u64,
+    /// Server CPU time per delivered message (or per connection), in microseconds.
+    pub server_cpu_us_per_op: Option<f64>,
+    /// Server CPU use over the window, in cores (1.0 = one core busy).
+    pub server_cores: Option<f64>,
+    /// Server resident memory at the end, in KiB.
+    pub server_rss_kib: Option<u64>,
+    /// Server resident memory per held connection (idle), in KiB.
+    pub rss_per_connection_kib: Option<f64>,
+}
+
+/// Latency percentiles, in microseconds.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct Latency {
+    /// Median.
+    pub p50: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Largest seen.
+    pub max: u64,
+}
+
+impl Latency {
+    /// Percentiles of a histogram recorded in microseconds.
+    pub fn of(histogram: &hdrhistogram::Histogram<u64>) -> Option<Self> {
+        (!histogram.is_empty()).then(|| Latency {
+            p50: histogram.value_at_quantile(0.50),
+            p99: histogram.value_at_quantile(0.99),
+            p999: histogram.value_at_quantile(0.999),
+            max: histogram.max(),
+        })
+    }
+}
+
+impl Report {
+    /// The report as a human-readable table.
+    pub fn table(&self) -> String {
+        let mut rows: Vec<(String, String)> = vec![
+            ("workload".into(), self.workload.clone()),
+            ("clients".into(), self.clients.to_string()),
+        ];
+        if self.workload == "pairs" || self.workload == "fanin" {
+            rows.push(("in flight per sender".into(), self.in_flight.to_string()));
+            rows.push(("body".into(), format!("{} B", self.body_bytes)));
+        }
+        if self.workload != "idle" {
+            let unit = if self.workload == "connect" {
+                "connections"
+            } else {
+                "messages"
+            };
+            rows.push(("window".into(), format!("{:.1} s", self.seconds)));
+            rows.push((unit.into(), self.count.to_string()));
+            rows.push((format!("{unit}/s"), format!("{:.0}", self.per_second)));
+        }
+        if let Some(l) = self.latency_us {
+            rows.push((
+                "latency p50 / p99 / p99.9 / max".into(),
+                format!(
+                    "{} / {} / {} / {}",
+                    micros(l.p50),
+                    micros(l.p99),
+                    micros(l.p999),
+                    micros(l.max)
+                ),
+            ));
+        }
+        for (status, count) in &self.statuses {
+            rows.push((format!("receipts {status}"), count.to_string()));
+        }
+        if self.errors > 0 {
+            rows.push(("errors".into(), self.errors.to_string()));
+        }
+        if let Some(cpu) = self.server_cpu_us_per_op {
+            rows.push(("server CPU per op".into(), format!("{cpu:.2} µs")));
+        }
+        if let Some(cores) = self.server_cores {
+            rows.push(("server CPU".into(), format!("{cores:.2} cores")));
+        }
+        if let Some(rss) = self.server_rss_kib {
+            rows.push(("server RSS".into(), format!("{rss} KiB")));
+        }
+        if let Some(per) = self.rss_per_connection_kib {
+            rows.push(("server RSS per connection".into(), format!("{per:.1} KiB")));
+        }
+        let width = rows
+            .iter()
+            .map(|(k, _)| k.chars().count())
+            .max()
+            .unwrap_or(0);
+        rows.iter()
+            .map(|(k, v)| format!("{k:<width$}  {v}\n"))
+            .collect()
+    }
+}
+
+fn micros(us: u64) -> String {
+    if us >= 10_000 {
+        format!("{:.1} ms", us as f64 / 1000.0)
+    } else {
+        format!("{us} µs")
+    }
+}

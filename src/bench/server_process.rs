@@ -1,0 +1,135 @@
+//! The server under test as a child process, so that its CPU time and memory
+//! can be read apart from the load generator's.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Why the child server could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerProcessError {
+    /// The process could not be spawned or its output read.
+    #[error("cannot start the server process: {0}")]
+    Io(#[from] std::io::Error),
+    /// It did not print its address as expected.
+    #[error("the server process did not report its address (got {0:?})")]
+    NoAddress(String),
+}
+
+/// A `quic-chat server` child on 127.0.0.1 with a temporary certificate directory.
+#[derive(Debug)]
+pub struct ServerProcess {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    /// `127.0.0.1:PORT`.
+    pub addr: String,
+    /// The CA file to connect with.
+    pub ca: PathBuf,
+    _cert_dir: tempfile::TempDir,
+}
+
+impl ServerProcess {
+    /// Start this executable as `server --port 0`, with the human-oriented limits
+    /// lifted and `extra_args` appended.
+    pub fn start(extra_args: &[String]) -> Result<Self, ServerProcessError> {
+        let cert_dir = tempfile::tempdir()?;
+        let mut child = Command::new(std::env::current_exe()?)
+            .args(["server", "--port", "0", "--bind", "127.0.0.1"])
+            .arg("--cert-dir")
+            .arg(cert_dir.path())
+            .args(["--rate-limit", "0", "--max-connections-per-ip", "0"])
+            .args(["--max-connections", "100000"])
+            .args(extra_args)
+            .env(
+                "RUST_LOG",
+                std::env::var("BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let first = lines.next().transpose()?.unwrap_or_default();
+        let addr = first
+            .strip_prefix("listening on ")
+            .ok_or_else(|| ServerProcessError::NoAddress(first.clone()))?
+            .to_owned();
+        let second = lines.next().transpose()?.unwrap_or_default();
+        let ca = second
+            .strip_prefix("CA certificate for clients: ")
+            .ok_or_else(|| ServerProcessError::NoAddress(second.clone()))?
+            .into();
+        let stdin = child.stdin.take();
+        Ok(ServerProcess {
+            child,
+            stdin,
+            addr,
+            ca,
+            _cert_dir: cert_dir,
+        })
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// CPU time (user + system) the server has used so far.
+    pub fn cpu_time(&self) -> Option<Duration> {
+        cpu_time_of(self.child.id())
+    }
+
+    /// Resident memory of the server now, in bytes.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        rss_of(self.child.id())
+    }
+
+    /// Ask for a graceful shutdown (EXIT on its console); kill it if it lingers.
+    pub fn stop(mut self) {
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = writeln!(stdin, "EXIT");
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Clock ticks per second of /proc/PID/stat times (USER_HZ, 100 on Linux).
+const USER_HZ: f64 = 100.0;
+
+/// User + system CPU time of process `pid`, from /proc (Linux only).
+pub fn cpu_time_of(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may contain spaces) start at ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the whole line: 11 and 12 here.
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(Duration::from_secs_f64(ticks / USER_HZ))
+}
+
+/// Resident set size of process `pid` in bytes, from /proc (Linux only).
+pub fn rss_of(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

@@ -1,0 +1,319 @@
+//! The workloads: message pairs and fan-in, connection rate, idle memory.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use tokio::task::JoinSet;
+
+use super::report::{Latency, Report};
+use super::{BenchConfig, BenchError, Meter, Workload};
+use crate::client::{Client, Connector, Incoming};
+use crate::protocol::Status;
+
+/// Digits of the send timestamp at the front of every body.
+const STAMP_DIGITS: usize = 20;
+
+fn histogram() -> Histogram<u64> {
+    // 1 µs to 100 s, 3 significant digits.
+    Histogram::new_with_bounds(1, 100_000_000, 3).expect("valid histogram bounds")
+}
+
+/// A body of `size` bytes (at least the stamp) starting with `nanos` since `epoch`.
+fn stamped_body(epoch: Instant, size: usize) -> String {
+    let nanos = epoch.elapsed().as_nanos();
+    let mut body = format!("{nanos:0width$}", width = STAMP_DIGITS);
+    body.extend(std::iter::repeat_n('x', size.saturating_sub(STAMP_DIGITS)));
+    body
+}
+
+/// Microseconds since the stamp at the front of `body`.
+fn latency_us(epoch: Instant, body: &str) -> Option<u64> {
+    let sent: u128 = body.get(..STAMP_DIGITS)?.parse().ok()?;
+    let now = epoch.elapsed().as_nanos();
+    u64::try_from(now.saturating_sub(sent) / 1000).ok()
+}
+
+/// Shared run state: the epoch of timestamps, and the measuring/stop flags.
+struct Phase {
+    epoch: Instant,
+    measuring: AtomicBool,
+    stopped: AtomicBool,
+}
+
+/// `pairs` (each sender to its own receiver) or `fanin` (every sender to one receiver).
+pub async fn messages(
+    config: &BenchConfig,
+    connector: &Connector,
+    meter: &Meter<'_>,
+) -> Result<Report, BenchError> {
+    let senders = config.clients.max(1);
+    let receivers = if config.workload == Workload::Fanin {
+        1
+    } else {
+        senders
+    };
+    let run = std::process::id();
+    let mut inboxes = Vec::new();
+    for r in 0..receivers {
+        inboxes.push(connector.connect(&format!("rx{r}-{run}")).await?);
+    }
+    let mut clients = Vec::new();
+    for s in 0..senders {
+        clients.push(Arc::new(
+            connector.connect(&format!("tx{s}-{run}")).await?.0,
+        ));
+    }
+    let phase = Arc::new(Phase {
+        epoch: Instant::now(),
+        measuring: AtomicBool::new(false),
+        stopped: AtomicBool::new(false),
+    });
+
+    let mut receiving = JoinSet::new();
+    for (client, incoming) in inboxes {
+        receiving.spawn(receive(client, incoming, Arc::clone(&phase)));
+    }
+    let statuses: Arc<[AtomicU64; 7]> = Arc::new(Default::default());
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut sending = JoinSet::new();
+    for (s, client) in clients.iter().enumerate() {
+        let to = format!("rx{}-{run}", if receivers == 1 { 0 } else { s });
+        for _ in 0..config.in_flight.max(1) {
+            let (client, to, phase) = (Arc::clone(client), to.clone(), Arc::clone(&phase));
+            let (statuses, errors) = (Arc::clone(&statuses), Arc::clone(&errors));
+            let size = config.body_bytes;
+            sending.spawn(async move {
+                while !phase.stopped.load(Ordering::Relaxed) {
+                    let body = stamped_body(phase.epoch, size);
+                    match client.send(&to, &body).await {
+                        Ok(receipt) if phase.measuring.load(Ordering::Relaxed) => {
+                            statuses[receipt.status as usize].fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok(_) => {}
+                        Err(_) => {
+                            errors.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    meter.phase("warm-up", config.warmup).await;
+    let window_start = meter.mark();
+    phase.measuring.store(true, Ordering::Relaxed);
+    meter.phase("measuring", config.duration).await;
+    phase.measuring.store(false, Ordering::Relaxed);
+    let window = meter.elapsed_since(&window_start);
+    phase.stopped.store(true, Ordering::Relaxed);
+    let drained = async { while sending.join_next().await.is_some() {} };
+    let _ = tokio::time::timeout(Duration::from_secs(15), drained).await;
+
+    let mut latencies = histogram();
+    let mut delivered = 0;
+    // Receivers notice the stop within their 200 ms poll and hand back their counts.
+    while let Some(done) = receiving.join_next().await {
+        if let Ok((count, histogram)) = done {
+            delivered += count;
+            let _ = latencies.add(histogram);
+        }
+    }
+    for client in &clients {
+        client.close_ref().await;
+    }
+    let mut report = Report {
+        workload: config.workload.name().into(),
+        clients: senders,
+        in_flight: config.in_flight,
+        body_bytes: config.body_bytes,
+        seconds: window.wall.as_secs_f64(),
+        count: delivered,
+        per_second: delivered as f64 / window.wall.as_secs_f64(),
+        latency_us: Latency::of(&latencies),
+        errors: errors.load(Ordering::Relaxed),
+        ..Report::default()
+    };
+    for (index, count) in statuses.iter().enumerate() {
+        let count = count.load(Ordering::Relaxed);
+        if count > 0 {
+            report.statuses.insert(status_name(index).into(), count);
+        }
+    }
+    window.fill(&mut report, delivered);
+    Ok(report)
+}
+
+/// Count and time deliveries while measuring; stops when the phase stops.
+async fn receive(
+    client: Client,
+    mut incoming: Incoming,
+    phase: Arc<Phase>,
+) -> (u64, Histogram<u64>) {
+    let mut latencies = histogram();
+    let mut count = 0;
+    loop {
+        let next = tokio::time::timeout(Duration::from_millis(200), incoming.next()).await;
+        match next {
+            Ok(Ok(message)) => {
+                if phase.measuring.load(Ordering::Relaxed) {
+                    count += 1;
+                    if let Some(us) = latency_us(phase.epoch, &message.body) {
+                        latencies.saturating_record(us.max(1));
+                    }
+                }
+            }
+            Ok(Err(_)) => break,
+            Err(_) if phase.stopped.load(Ordering::Relaxed) => break,
+            Err(_) => {}
+        }
+        if phase.stopped.load(Ordering::Relaxed) && !phase.measuring.load(Ordering::Relaxed) {
+            break;
+        }
+    }
+    client.close_ref().await;
+    (count, latencies)
+}
+
+fn status_name(index: usize) -> &'static str {
+    const NAMES: [&str; 7] = [
+        "delivered",
+        "not_connected",
+        "queued",
+        "too_large",
+        "rate_limited",
+        "recipient_busy",
+        "invalid_recipient",
+    ];
+    debug_assert_eq!(Status::InvalidRecipient as usize, 6);
+    NAMES.get(index).copied().unwrap_or("unknown")
+}
+
+/// `connect`: full connections (handshake, Hello, Welcome, BYE) per second.
+pub async fn connect(
+    config: &BenchConfig,
+    connector: &Connector,
+    meter: &Meter<'_>,
+) -> Result<Report, BenchError> {
+    let phase = Arc::new(Phase {
+        epoch: Instant::now(),
+        measuring: AtomicBool::new(false),
+        stopped: AtomicBool::new(false),
+    });
+    let errors = Arc::new(AtomicU64::new(0));
+    let mut loops = JoinSet::new();
+    let run = std::process::id();
+    for worker in 0..config.clients.max(1) {
+        let (connector, phase, errors) =
+            (connector.clone(), Arc::clone(&phase), Arc::clone(&errors));
+        loops.spawn(async move {
+            let mut latencies = histogram();
+            let mut count = 0u64;
+            let mut i = 0u64;
+            while !phase.stopped.load(Ordering::Relaxed) {
+                i += 1;
+                let started = Instant::now();
+                match connector.connect(&format!("c{worker}-{i}-{run}")).await {
+                    Ok((client, _incoming)) => {
+                        if phase.measuring.load(Ordering::Relaxed) {
+                            count += 1;
+                            let us =
+                                u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                            latencies.saturating_record(us.max(1));
+                        }
+                        client.close_ref().await;
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            (count, latencies)
+        });
+    }
+    meter.phase("warm-up", config.warmup).await;
+    let window_start = meter.mark();
+    phase.measuring.store(true, Ordering::Relaxed);
+    meter.phase("measuring", config.duration).await;
+    phase.measuring.store(false, Ordering::Relaxed);
+    let window = meter.elapsed_since(&window_start);
+    phase.stopped.store(true, Ordering::Relaxed);
+    let mut latencies = histogram();
+    let mut count = 0;
+    while let Some(done) = loops.join_next().await {
+        if let Ok((n, histogram)) = done {
+            count += n;
+            let _ = latencies.add(histogram);
+        }
+    }
+    let mut report = Report {
+        workload: "connect".into(),
+        clients: config.clients,
+        seconds: window.wall.as_secs_f64(),
+        count,
+        per_second: count as f64 / window.wall.as_secs_f64(),
+        latency_us: Latency::of(&latencies),
+        errors: errors.load(Ordering::Relaxed),
+        ..Report::default()
+    };
+    window.fill(&mut report, count);
+    Ok(report)
+}
+
+/// `idle`: hold `clients` registered connections and read the server's memory per connection.
+pub async fn idle(
+    config: &BenchConfig,
+    connector: &Connector,
+    meter: &Meter<'_>,
+) -> Result<Report, BenchError> {
+    let before = meter.server_rss();
+    let run = std::process::id();
+    let total = config.clients.max(1);
+    let mut held = Vec::with_capacity(total);
+    let mut opening = JoinSet::new();
+    let mut next = 0;
+    let mut errors = 0u64;
+    meter.progress_len(total as u64, "connecting");
+    while held.len() + (errors as usize) < total {
+        while next < total && opening.len() < 64 {
+            let connector = connector.clone();
+            let name = format!("idle{next}-{run}");
+            opening.spawn(async move { connector.connect(&name).await });
+            next += 1;
+        }
+        match opening.join_next().await {
+            Some(Ok(Ok(connected))) => {
+                held.push(connected);
+                meter.progress_set(held.len() as u64);
+            }
+            Some(_) => errors += 1,
+            None => break,
+        }
+    }
+    // Let the server settle (handshake buffers released) before reading memory.
+    meter
+        .phase("holding", config.duration.min(Duration::from_secs(5)))
+        .await;
+    let after = meter.server_rss();
+    let per_connection = match (before, after) {
+        (Some(b), Some(a)) if !held.is_empty() => {
+            Some(a.saturating_sub(b) as f64 / 1024.0 / held.len() as f64)
+        }
+        _ => None,
+    };
+    let count = held.len() as u64;
+    for (client, _) in held {
+        client.close_ref().await;
+    }
+    Ok(Report {
+        workload: "idle".into(),
+        clients: total,
+        count,
+        errors,
+        server_rss_kib: after.map(|a| a / 1024),
+        rss_per_connection_kib: per_connection,
+        ..Report::default()
+    })
+}
