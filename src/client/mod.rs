@@ -441,7 +441,9 @@ fn client_transport(config: &ClientConfig) -> Arc<quinn::TransportConfig> {
         .max_concurrent_uni_streams(256u32.into())
         .keep_alive_interval(Some(config.keep_alive))
         .max_idle_timeout(Some(idle))
-        .ack_frequency_config(Some(crate::server::config::prompt_acks()));
+        // Support the ACK-frequency extension, so the server can ask us to
+        // acknowledge deliveries promptly, without asking the server for extra ACKs.
+        .ack_frequency_config(Some(quinn::AckFrequencyConfig::default()));
     Arc::new(transport)
 }
 
