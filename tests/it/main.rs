@@ -7,5 +7,6 @@ mod handshake;
 mod harness;
 mod messaging;
 mod shutdown;
+mod terminal;
 mod tls;
 mod wire;
