@@ -5,6 +5,7 @@ mod cli;
 
 mod handshake;
 mod harness;
+mod json;
 mod messaging;
 mod shutdown;
 mod terminal;
