@@ -5,6 +5,13 @@
 //!
 //! rustyline's `readline` blocks, so it runs on its own thread and hands each
 //! line to the chat loop over a channel, exactly like the plain stdin reader.
+//!
+//! Why rustyline: it has all three things needed in one small, well-kept crate
+//! (an external printer that redraws the prompt and the half-typed line,
+//! file-backed history, and a completion hook), with no extra features to
+//! enable. rustyline-async fits tokio better but has no tab completion;
+//! reedline has everything but pulls in crossterm and a much larger tree, and
+//! its external printer is behind a feature flag.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
