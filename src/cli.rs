@@ -27,6 +27,9 @@ pub enum CliCommand {
     /// Run a chat server. Type EXIT on its console (or send SIGINT/SIGTERM) to stop it.
     Server(ServerArgs),
     /// Connect to a server and chat. Commands: send USER MESSAGE, users, help, EXIT.
+    ///
+    /// At a terminal this is a line editor with history and Tab completion;
+    /// over pipes it reads and prints plain lines; --json is for bots.
     Connect(ConnectArgs),
     /// Measure a server: message throughput and latency, connection rate, idle memory.
     Bench(BenchArgs),
@@ -174,6 +177,9 @@ pub struct ConnectArgs {
     /// Check the server's certificate for this name instead of the host in SERVER.
     #[arg(long, value_name = "NAME")]
     pub server_name: Option<String>,
+    /// Print every event as one JSON object per line, and accept JSON commands.
+    #[arg(long)]
+    pub json: bool,
 }
 
 impl ConnectArgs {

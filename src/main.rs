@@ -6,11 +6,14 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
+use time::UtcOffset;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use quic_chat::cli::{BenchArgs, Cli, CliCommand, ConnectArgs, ServerArgs};
-use quic_chat::client::{ui, Client};
+use quic_chat::client::terminal::{self, Terminal};
+use quic_chat::client::ui::{Frontend, OnlineNames, Style};
+use quic_chat::client::{render, ui, Client};
 use quic_chat::server::{console, Server};
 
 fn main() -> ExitCode {
@@ -20,6 +23,8 @@ fn main() -> ExitCode {
         CliCommand::Connect(_) | CliCommand::Bench(_) => "warn",
     };
     init_tracing(default_log);
+    // The local time zone can only be read safely while this is the only thread.
+    let offset = UtcOffset::current_local_offset().unwrap_or(UtcOffset::UTC);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -33,7 +38,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             CliCommand::Server(args) => run_server(args).await,
-            CliCommand::Connect(args) => run_client(args).await,
+            CliCommand::Connect(args) => run_client(args, offset).await,
             CliCommand::Bench(args) => run_bench(args).await,
         }
     });
@@ -75,24 +80,14 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_client(args: ConnectArgs) -> anyhow::Result<()> {
+async fn run_client(args: ConnectArgs, offset: UtcOffset) -> anyhow::Result<()> {
+    let json = args.json;
     let config = args.into_config();
     let (client, incoming) = Client::connect(&config).await?;
-    let welcome = client.welcome();
-    let mut out = std::io::stdout();
-    writeln!(
-        out,
-        "Welcome to {}, {}! {} user(s) online. Type help for commands.",
-        welcome.server,
-        client.username(),
-        welcome.online
-    )?;
-    out.flush()?;
     let (lines_tx, lines) = mpsc::channel(64);
     // Ctrl-C and SIGTERM leave the way EXIT does. A weak sender, so that end
     // of input still closes the channel.
     let signal_tx = lines_tx.downgrade();
-    spawn_stdin_lines(lines_tx);
     let exit = CancellationToken::new();
     tokio::spawn(cancel_on_signal(exit.clone()));
     tokio::spawn(async move {
@@ -101,9 +96,37 @@ async fn run_client(args: ConnectArgs) -> anyhow::Result<()> {
             let _ = tx.send("EXIT".to_owned()).await;
         }
     });
-    ui::run(client, incoming, lines, &mut out)
-        .await
-        .context("chat ended")?;
+    if json || !std::io::stdin().is_terminal() {
+        spawn_stdin_lines(lines_tx);
+        let frontend = if json {
+            Frontend {
+                style: Style::Json,
+                names: None,
+            }
+        } else {
+            Frontend::plain()
+        };
+        let mut out = std::io::stdout();
+        ui::run(client, incoming, lines, &mut out, &frontend)
+            .await
+            .context("chat ended")?;
+        return Ok(());
+    }
+    let colour = render::colour_wanted(
+        std::env::var_os("NO_COLOR").as_deref(),
+        std::io::stdout().is_terminal(),
+    );
+    let names = OnlineNames::default();
+    let frontend = Frontend {
+        style: Style::Pretty(render::Pretty::new(colour, offset)),
+        names: Some(names.clone()),
+    };
+    let history =
+        terminal::history_path(std::env::var_os("XDG_STATE_HOME"), std::env::var_os("HOME"));
+    let mut terminal = Terminal::start(lines_tx, names, history)?;
+    let result = ui::run(client, incoming, lines, terminal.out(), &frontend).await;
+    terminal.finish();
+    result.context("chat ended")?;
     Ok(())
 }
 

@@ -1,8 +1,13 @@
 //! The client: a typed API with no terminal I/O ([`Client`]), plus the pieces
-//! of the terminal program: [`command`] parsing, [`sanitize`], and the [`ui`] loop.
+//! of the terminal program: [`command`] parsing, [`sanitize`], the [`ui`] loop,
+//! and its three looks: plain lines, [`render`] for a person at a terminal
+//! (through the [`terminal`] line editor) and [`json`] for bots.
 
 pub mod command;
+pub mod json;
+pub mod render;
 pub mod sanitize;
+pub mod terminal;
 pub mod ui;
 
 use std::net::SocketAddr;

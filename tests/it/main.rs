@@ -5,8 +5,10 @@ mod cli;
 
 mod handshake;
 mod harness;
+mod json;
 mod limits;
 mod messaging;
 mod shutdown;
+mod terminal;
 mod tls;
 mod wire;

@@ -1,0 +1,225 @@
+//! `--json` mode: one JSON object per line for every event, and input lines
+//! that are either plain commands or JSON commands, so bots parse no prose.
+//! The schema is documented in the README.
+
+use serde::{Deserialize, Serialize};
+
+use super::command::{self, Command};
+use super::ui::Event;
+use crate::protocol::Status;
+
+/// One output line.
+#[derive(Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+enum JsonEvent<'a> {
+    Welcome {
+        server: &'a str,
+        online: u32,
+        username: &'a str,
+    },
+    Message {
+        id: u64,
+        from: &'a str,
+        sent_at_ms: u64,
+        body: &'a str,
+    },
+    Receipt {
+        id: u64,
+        to: &'a str,
+        status: &'static str,
+    },
+    Users {
+        names: &'a [String],
+    },
+    Help {
+        text: &'static str,
+    },
+    Error {
+        message: String,
+    },
+    Shutdown {},
+}
+
+/// One JSON input line.
+#[derive(Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+enum JsonCommand {
+    Send { to: String, body: String },
+    Users,
+    Help,
+    Exit,
+}
+
+/// The snake_case name of a receipt status, as the JSON events carry it.
+pub fn status_name(status: Status) -> &'static str {
+    match status {
+        Status::Delivered => "delivered",
+        Status::NotConnected => "not_connected",
+        Status::Queued => "queued",
+        Status::TooLarge => "too_large",
+        Status::RateLimited => "rate_limited",
+        Status::RecipientBusy => "recipient_busy",
+        Status::InvalidRecipient => "invalid_recipient",
+    }
+}
+
+/// `event` as one line of JSON (no line break; control characters escaped).
+pub fn event(event: &Event<'_>) -> String {
+    let json = match event {
+        Event::Welcome {
+            server,
+            online,
+            username,
+        } => JsonEvent::Welcome {
+            server,
+            online: *online,
+            username,
+        },
+        Event::Message(message) => JsonEvent::Message {
+            id: message.id,
+            from: &message.from,
+            sent_at_ms: message.sent_at_ms,
+            body: &message.body,
+        },
+        Event::Sent { to, receipt, .. } => JsonEvent::Receipt {
+            id: receipt.id,
+            to,
+            status: status_name(receipt.status),
+        },
+        Event::SendFailed { to, error, .. } => JsonEvent::Error {
+            message: format!("message to {to} not sent: {error}"),
+        },
+        Event::Users(names) => JsonEvent::Users { names },
+        Event::UsersFailed(error) => JsonEvent::Error {
+            message: format!("cannot list users: {error}"),
+        },
+        Event::Help => JsonEvent::Help {
+            text: command::HELP,
+        },
+        Event::Invalid(hint) => JsonEvent::Error {
+            message: (*hint).to_owned(),
+        },
+        Event::Shutdown => JsonEvent::Shutdown {},
+    };
+    // Serialising these plain structs cannot fail; fall back to a fixed line anyway.
+    serde_json::to_string(&json)
+        .unwrap_or_else(|_| r#"{"event":"error","message":"cannot encode event"}"#.to_owned())
+}
+
+/// The command an input line asks for: a JSON object if it starts with `{`,
+/// otherwise a plain command line.
+pub fn parse_input(line: &str) -> Command {
+    let trimmed = line.trim();
+    if !trimmed.starts_with('{') {
+        return command::parse(line);
+    }
+    match serde_json::from_str::<JsonCommand>(trimmed) {
+        Ok(JsonCommand::Send { to, body }) if to.is_empty() || body.is_empty() => {
+            Command::Invalid("usage: {\"cmd\":\"send\",\"to\":USER,\"body\":MESSAGE}".into())
+        }
+        Ok(JsonCommand::Send { to, body }) => Command::Send { to, body },
+        Ok(JsonCommand::Users) => Command::Users,
+        Ok(JsonCommand::Help) => Command::Help,
+        Ok(JsonCommand::Exit) => Command::Exit,
+        Err(e) => Command::Invalid(format!("not a JSON command: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::{Message, Receipt};
+    use serde_json::{json, Value};
+
+    fn parsed(event: &Event<'_>) -> Value {
+        let line = super::event(event);
+        assert!(!line.contains('\n'), "{line}");
+        serde_json::from_str(&line).unwrap()
+    }
+
+    #[test]
+    fn every_event_is_one_object_with_its_name() {
+        let welcome = Event::Welcome {
+            server: "quic-chat 0.1.0",
+            online: 2,
+            username: "bob",
+        };
+        assert_eq!(
+            parsed(&welcome),
+            json!({"event":"welcome","server":"quic-chat 0.1.0","online":2,"username":"bob"})
+        );
+        let message = Message {
+            id: 3,
+            from: "alice".into(),
+            sent_at_ms: 1_700_000_000_000,
+            body: "hi\x1b[2J\n\u{202e}".into(),
+        };
+        let line = super::event(&Event::Message(&message));
+        assert!(!line.chars().any(|c| c.is_control()), "{line}");
+        assert_eq!(
+            parsed(&Event::Message(&message)),
+            json!({"event":"message","id":3,"from":"alice","sent_at_ms":1_700_000_000_000u64,"body":"hi\x1b[2J\n\u{202e}"})
+        );
+        let receipt = Receipt {
+            id: 9,
+            status: Status::RecipientBusy,
+        };
+        let sent = Event::Sent {
+            to: "bob",
+            body: "x",
+            receipt,
+        };
+        assert_eq!(
+            parsed(&sent),
+            json!({"event":"receipt","id":9,"to":"bob","status":"recipient_busy"})
+        );
+        let names = ["alice".to_owned()];
+        assert_eq!(
+            parsed(&Event::Users(&names)),
+            json!({"event":"users","names":["alice"]})
+        );
+        assert_eq!(parsed(&Event::Shutdown), json!({"event":"shutdown"}));
+        assert_eq!(
+            parsed(&Event::Invalid("usage: send USER MESSAGE")),
+            json!({"event":"error","message":"usage: send USER MESSAGE"})
+        );
+        assert_eq!(parsed(&Event::Help)["event"], "help");
+    }
+
+    #[test]
+    fn status_names_are_snake_case() {
+        assert_eq!(status_name(Status::Delivered), "delivered");
+        assert_eq!(status_name(Status::NotConnected), "not_connected");
+        assert_eq!(status_name(Status::InvalidRecipient), "invalid_recipient");
+    }
+
+    #[test]
+    fn input_is_json_or_plain() {
+        assert_eq!(
+            parse_input(r#"{"cmd":"send","to":"bob","body":" hi\nthere "}"#),
+            Command::Send {
+                to: "bob".into(),
+                body: " hi\nthere ".into()
+            }
+        );
+        assert_eq!(parse_input(r#" {"cmd":"users"} "#), Command::Users);
+        assert_eq!(parse_input(r#"{"cmd":"exit"}"#), Command::Exit);
+        assert_eq!(parse_input(r#"{"cmd":"help"}"#), Command::Help);
+        assert_eq!(
+            parse_input("send bob hi"),
+            Command::Send {
+                to: "bob".into(),
+                body: "hi".into()
+            }
+        );
+        assert_eq!(parse_input("EXIT"), Command::Exit);
+        for bad in [
+            r#"{"cmd":"dance"}"#,
+            r#"{"cmd":"send","to":"bob"}"#,
+            r#"{"cmd":"send","to":"","body":"x"}"#,
+            "{not json",
+        ] {
+            assert!(matches!(parse_input(bad), Command::Invalid(_)), "{bad}");
+        }
+    }
+}

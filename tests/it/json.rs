@@ -1,0 +1,100 @@
+//! `--json` style end to end in process: JSON and plain commands in, one JSON
+//! object per event out, against a real server.
+
+use std::io::Write;
+
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use quic_chat::client::ui::{self, Frontend, Outcome, Style};
+
+use crate::harness::{within, TestServer, SCENARIO};
+
+/// Output that hands each flushed chunk to the test as it is written.
+struct Lines(mpsc::UnboundedSender<String>, Vec<u8>);
+
+impl Write for Lines {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.1.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let text = String::from_utf8_lossy(&self.1).into_owned();
+        self.1.clear();
+        for line in text.lines() {
+            let _ = self.0.send(line.to_owned());
+        }
+        Ok(())
+    }
+}
+
+async fn next_event(out: &mut mpsc::UnboundedReceiver<String>) -> Value {
+    let line = within(SCENARIO, "a JSON event", out.recv())
+        .await
+        .expect("an output line");
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("{line:?} is not JSON: {e}"))
+}
+
+#[tokio::test]
+async fn json_mode_speaks_json_both_ways() {
+    let server = TestServer::start().await;
+    let (bob, mut bob_incoming) = server.connect("bob").await;
+    let (alice, alice_incoming) = server.connect("alice").await;
+    let (input, lines) = mpsc::channel(8);
+    let (out_tx, mut out) = mpsc::unbounded_channel();
+    let frontend = Frontend {
+        style: Style::Json,
+        names: None,
+    };
+    let chat = tokio::spawn(async move {
+        let mut writer = Lines(out_tx, Vec::new());
+        ui::run(alice, alice_incoming, lines, &mut writer, &frontend).await
+    });
+
+    let welcome = next_event(&mut out).await;
+    assert_eq!(welcome["event"], "welcome");
+    assert_eq!(welcome["username"], "alice");
+    assert_eq!(welcome["online"], 2);
+
+    bob.send("alice", "hi\x1b[31m\nthere")
+        .await
+        .expect("bob sends");
+    let message = next_event(&mut out).await;
+    assert_eq!(message["event"], "message");
+    assert_eq!(message["from"], "bob");
+    assert_eq!(message["body"], "hi\x1b[31m\nthere");
+
+    let send = json!({"cmd": "send", "to": "bob", "body": " two\nlines "}).to_string();
+    input.send(send).await.unwrap();
+    let receipt = next_event(&mut out).await;
+    assert_eq!(receipt["event"], "receipt");
+    assert_eq!(receipt["to"], "bob");
+    assert_eq!(receipt["status"], "delivered");
+    let got = within(SCENARIO, "bob's message", bob_incoming.next())
+        .await
+        .expect("bob receives");
+    assert_eq!(got.body, " two\nlines ");
+
+    input.send("send nobody hi".into()).await.unwrap();
+    let receipt = next_event(&mut out).await;
+    assert_eq!(receipt["status"], "not_connected");
+
+    input.send(r#"{"cmd":"users"}"#.into()).await.unwrap();
+    assert_eq!(
+        next_event(&mut out).await,
+        json!({"event": "users", "names": ["alice", "bob"]})
+    );
+
+    input.send("dance".into()).await.unwrap();
+    assert_eq!(next_event(&mut out).await["event"], "error");
+
+    input.send(r#"{"cmd":"exit"}"#.into()).await.unwrap();
+    let outcome = within(SCENARIO, "the chat to end", chat)
+        .await
+        .expect("the loop does not panic")
+        .expect("a clean exit");
+    assert_eq!(outcome, Outcome::Left);
+    bob.close().await;
+    server.stop().await;
+}
