@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use crate::protocol::frames::RequestRef;
 use crate::protocol::{
     self, read_frame, write_frame, CloseCode, FrameError, Push, RefuseReason, Reply, Request,
     Status,
@@ -334,10 +335,7 @@ impl Client {
 
     /// Send one message and wait for its receipt.
     pub async fn send(&self, to: &str, body: &str) -> Result<Receipt, ClientError> {
-        let frame = Request::Send {
-            to: to.to_owned(),
-            body: body.to_owned(),
-        };
+        let frame = RequestRef::Send { to, body };
         match request(&self.connection, &frame).await? {
             Reply::Receipt { id, status } => Ok(Receipt { id, status }),
             other => Err(protocol_violation(
@@ -453,7 +451,10 @@ fn client_transport(config: &ClientConfig) -> Arc<quinn::TransportConfig> {
 }
 
 /// One request on its own bidirectional stream, and its reply.
-async fn request(connection: &quinn::Connection, frame: &Request) -> Result<Reply, ClientError> {
+async fn request<F: serde::Serialize>(
+    connection: &quinn::Connection,
+    frame: &F,
+) -> Result<Reply, ClientError> {
     let exchange = async {
         let (mut send, mut recv) = connection.open_bi().await.map_err(disconnected)?;
         write_frame(&mut send, frame)

@@ -6,7 +6,7 @@
 
 use bincode::config::{Configuration, Limit, LittleEndian, Varint};
 use bytes::Bytes;
-use serde::{de::DeserializeOwned, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use super::MAX_FRAME_BYTES;
 
@@ -81,6 +81,29 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
         return Err(CodecError::TrailingBytes(bytes.len() - used));
     }
     Ok(value)
+}
+
+/// Decode exactly one frame from all of `bytes`, borrowing its strings from `bytes`.
+pub fn decode_borrowed<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, CodecError> {
+    if bytes.len() > MAX_FRAME_BYTES {
+        return Err(CodecError::TooLarge(bytes.len()));
+    }
+    let (value, used) = bincode::serde::borrow_decode_from_slice(bytes, WIRE)
+        .map_err(|e| CodecError::Malformed(e.to_string()))?;
+    if used != bytes.len() {
+        return Err(CodecError::TrailingBytes(bytes.len() - used));
+    }
+    Ok(value)
+}
+
+/// Read the stream to its end: the bytes of one frame, at most [`MAX_FRAME_BYTES`].
+pub async fn read_frame_bytes(recv: &mut quinn::RecvStream) -> Result<Vec<u8>, FrameError> {
+    recv.read_to_end(MAX_FRAME_BYTES)
+        .await
+        .map_err(|e| match e {
+            quinn::ReadToEndError::TooLong => FrameError::TooLong,
+            quinn::ReadToEndError::Read(e) => FrameError::Read(e),
+        })
 }
 
 /// Read the stream to its end (at most one frame's worth) and decode exactly one frame.
@@ -213,6 +236,45 @@ mod tests {
             body: "héllo",
         };
         assert_eq!(encode(&owned).unwrap(), encode(&borrowed).unwrap());
+    }
+
+    #[test]
+    fn borrowed_requests_share_the_owned_wire_format() {
+        use crate::protocol::frames::RequestRef;
+        let pairs = [
+            (
+                Request::Hello {
+                    protocol: 1,
+                    username: "alice".into(),
+                },
+                RequestRef::Hello {
+                    protocol: 1,
+                    username: "alice",
+                },
+            ),
+            (
+                Request::Send {
+                    to: "bob".into(),
+                    body: "hé".into(),
+                },
+                RequestRef::Send {
+                    to: "bob",
+                    body: "hé",
+                },
+            ),
+            (Request::ListUsers, RequestRef::ListUsers),
+        ];
+        for (owned, borrowed) in pairs {
+            let bytes = encode(&owned).unwrap();
+            assert_eq!(bytes, encode(&borrowed).unwrap());
+            assert_eq!(decode_borrowed::<RequestRef>(&bytes).unwrap(), borrowed);
+        }
+        let mut bytes = encode(&Request::ListUsers).unwrap();
+        bytes.push(7);
+        assert!(matches!(
+            decode_borrowed::<RequestRef>(&bytes),
+            Err(CodecError::TrailingBytes(1))
+        ));
     }
 
     #[test]

@@ -24,6 +24,29 @@ pub enum Request {
     ListUsers,
 }
 
+/// The borrowed twin of [`Request`]: the same bytes on the wire, decoded
+/// without copying names and bodies out of the received frame (the server's
+/// per-message path) or encoded without owning them (the client's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RequestRef<'a> {
+    /// See [`Request::Hello`].
+    Hello {
+        /// See [`Request::Hello`].
+        protocol: u32,
+        /// See [`Request::Hello`].
+        username: &'a str,
+    },
+    /// See [`Request::Send`].
+    Send {
+        /// See [`Request::Send`].
+        to: &'a str,
+        /// See [`Request::Send`].
+        body: &'a str,
+    },
+    /// See [`Request::ListUsers`].
+    ListUsers,
+}
+
 /// What the server answers on the same bidirectional stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {

@@ -14,6 +14,8 @@ use super::config::Limits;
 use super::delivery::{deliver, Delivery};
 use super::rate::TokenBucket;
 use super::registry::{ClaimError, Recipient, Registry};
+use crate::protocol::codec::{decode_borrowed, read_frame_bytes};
+use crate::protocol::frames::RequestRef;
 use crate::protocol::{
     close, read_frame, write_frame, CloseCode, FrameError, NameKey, RefuseReason, Reply, Request,
     Status, MAX_BODY_BYTES, PROTOCOL_VERSION,
@@ -209,29 +211,35 @@ async fn handle_request(
     mut recv: quinn::RecvStream,
 ) {
     let limits = &session.shared.limits;
-    let request = match tokio::time::timeout(limits.request_timeout, read_frame(&mut recv)).await {
-        Ok(Ok(request)) => request,
-        Ok(Err(e)) if e.is_protocol_violation() => {
-            debug!("protocol error: {e}");
-            return CloseCode::ProtocolError.close(&session.connection, "malformed request");
-        }
-        // The stream or connection failed; nothing to answer.
-        Ok(Err(_)) => return,
-        Err(_elapsed) => {
-            debug!("request not finished in time");
-            return CloseCode::ProtocolError.close(&session.connection, "request too slow");
-        }
-    };
-    let reply = match request {
-        Request::Send { to, body } => {
-            let (id, status) = session.send(&to, &body).await;
+    let bytes =
+        match tokio::time::timeout(limits.request_timeout, read_frame_bytes(&mut recv)).await {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(FrameError::TooLong)) => {
+                debug!("request over the frame limit");
+                return CloseCode::ProtocolError
+                    .close(&session.connection, "frame over the size limit");
+            }
+            // The stream or connection failed; nothing to answer.
+            Ok(Err(_)) => return,
+            Err(_elapsed) => {
+                debug!("request not finished in time");
+                return CloseCode::ProtocolError.close(&session.connection, "request too slow");
+            }
+        };
+    let reply = match decode_borrowed::<RequestRef>(&bytes) {
+        Ok(RequestRef::Send { to, body }) => {
+            let (id, status) = session.send(to, body).await;
             Reply::Receipt { id, status }
         }
-        Request::ListUsers => Reply::Users {
+        Ok(RequestRef::ListUsers) => Reply::Users {
             names: session.shared.registry.names(),
         },
-        Request::Hello { .. } => {
+        Ok(RequestRef::Hello { .. }) => {
             return CloseCode::ProtocolError.close(&session.connection, "Hello sent twice");
+        }
+        Err(e) => {
+            debug!("protocol error: {e}");
+            return CloseCode::ProtocolError.close(&session.connection, "malformed request");
         }
     };
     // A failed write means the client went away; it will not miss the answer.
