@@ -492,54 +492,53 @@ fn protocol_violation(connection: &quinn::Connection, what: String) -> ClientErr
 const READS_AHEAD: usize = 64;
 
 /// Read delivery streams concurrently (one slow stream must not hold up the
-/// rest) and hand the messages to [`Incoming`] in the order the server opened them.
+/// rest) and hand the messages to [`Incoming`] in the order the server opened
+/// them. All reads are polled by this one task: no task per message.
 async fn read_deliveries(
     connection: quinn::Connection,
     tx: mpsc::Sender<Result<Message, Disconnect>>,
 ) {
-    let (order_tx, mut order_rx) = mpsc::channel(READS_AHEAD);
-    let accept = tokio::spawn({
-        let connection = connection.clone();
-        async move {
-            loop {
-                let mut recv = match connection.accept_uni().await {
-                    Ok(recv) => recv,
-                    Err(e) => return Disconnect::from_error(&e),
-                };
-                let read = tokio::spawn(async move { read_frame::<Push>(&mut recv).await });
-                if order_tx.send(read).await.is_err() {
-                    return Disconnect::Closed;
+    use futures_util::stream::{FuturesOrdered, StreamExt};
+    let mut reads = FuturesOrdered::new();
+    let mut accepting = true;
+    let ended = loop {
+        tokio::select! {
+            accepted = connection.accept_uni(), if accepting && reads.len() < READS_AHEAD => {
+                match accepted {
+                    Ok(mut recv) => {
+                        reads.push_back(async move { read_frame::<Push>(&mut recv).await });
+                    }
+                    Err(e) => {
+                        accepting = false;
+                        if reads.is_empty() {
+                            break Disconnect::from_error(&e);
+                        }
+                    }
                 }
             }
-        }
-    });
-    while let Some(read) = order_rx.recv().await {
-        let message = match read.await {
-            Ok(Ok(Push::Deliver {
-                id,
-                from,
-                sent_at_ms,
-                body,
-            })) => Message {
-                id,
-                from,
-                sent_at_ms,
-                body,
-            },
-            Ok(Err(e)) if e.is_protocol_violation() => {
-                CloseCode::ProtocolError.close(&connection, "malformed delivery");
-                let why = format!("the server sent a malformed message: {e}");
-                let _ = tx.send(Err(Disconnect::Lost(why))).await;
-                return;
+            Some(read) = reads.next(), if !reads.is_empty() => {
+                let message = match read {
+                    Ok(Push::Deliver { id, from, sent_at_ms, body }) => Message { id, from, sent_at_ms, body },
+                    Err(e) if e.is_protocol_violation() => {
+                        CloseCode::ProtocolError.close(&connection, "malformed delivery");
+                        break Disconnect::Lost(format!("the server sent a malformed message: {e}"));
+                    }
+                    // The stream failed: the connection is ending; accept says why.
+                    Err(_) => continue,
+                };
+                if tx.send(Ok(message)).await.is_err() {
+                    return; // nobody is listening any more
+                }
             }
-            // The stream failed: the connection is ending, and the accept loop says why.
-            Ok(Err(_)) | Err(_) => continue,
-        };
-        if tx.send(Ok(message)).await.is_err() {
-            return; // nobody is listening any more
+            else => {
+                // Not accepting any more and every read is done.
+                break connection
+                    .close_reason()
+                    .map(|e| Disconnect::from_error(&e))
+                    .unwrap_or(Disconnect::Closed);
+            }
         }
-    }
-    let ended = accept.await.unwrap_or(Disconnect::Closed);
+    };
     let _ = tx.send(Err(ended)).await;
 }
 
