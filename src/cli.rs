@@ -131,6 +131,9 @@ pub struct ServerArgs {
     /// Messages one user may send in a burst before --rate-limit applies.
     #[arg(long, value_name = "N", default_value_t = Limits::default().rate_burst)]
     pub rate_burst: u32,
+    /// Worker threads serving connections (default: one per CPU core).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
     /// Seconds a new connection has to register with a Hello (at most 10, the protocol's promise to clients).
     #[arg(long, value_name = "SECS", default_value_t = Limits::default().hello_timeout.as_secs_f64())]
     pub hello_timeout: f64,

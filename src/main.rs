@@ -25,10 +25,15 @@ fn main() -> ExitCode {
     init_tracing(default_log);
     // The local time zone can only be read safely while this is the only thread.
     let offset = UtcOffset::current_local_offset().unwrap_or(UtcOffset::UTC);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let CliCommand::Server(ServerArgs {
+        threads: Some(threads),
+        ..
+    }) = &cli.command
     {
+        builder.worker_threads((*threads).max(1));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -445,9 +445,17 @@ fn client_transport(config: &ClientConfig) -> Arc<quinn::TransportConfig> {
         .keep_alive_interval(Some(config.keep_alive))
         .max_idle_timeout(Some(idle))
         // Support the ACK-frequency extension, so the server can ask us to
-        // acknowledge deliveries promptly, without asking the server for extra ACKs.
-        .ack_frequency_config(Some(quinn::AckFrequencyConfig::default()));
+        // acknowledge deliveries promptly; and ask the server to acknowledge our
+        // requests sparingly, since its Receipt acknowledges them anyway.
+        .ack_frequency_config(Some(sparse_acks()));
     Arc::new(transport)
+}
+
+/// ACK-frequency settings asking the server to acknowledge up to 8 packets at once.
+fn sparse_acks() -> quinn::AckFrequencyConfig {
+    let mut config = quinn::AckFrequencyConfig::default();
+    config.ack_eliciting_threshold(quinn::VarInt::from_u32(8));
+    config
 }
 
 /// One request on its own bidirectional stream, and its reply.
