@@ -2,6 +2,7 @@
 
 mod backpressure;
 mod cli;
+mod codec_props;
 
 mod handshake;
 mod harness;
