@@ -7,12 +7,13 @@ use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_quic-chat");
-const WAIT: Duration = Duration::from_secs(20);
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_quic-chat");
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
-/// A running `quic-chat` process with its output read line by line on threads.
-struct Proc {
-    child: Child,
+/// A running `quic-chat` process with its output read line by line on threads
+/// (shared with the fault and terminal tests).
+pub(crate) struct Proc {
+    pub(crate) child: Child,
     stdin: Option<ChildStdin>,
     stdout: mpsc::Receiver<String>,
     stderr: mpsc::Receiver<String>,
@@ -32,7 +33,7 @@ fn lines_of(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String>
 }
 
 impl Proc {
-    fn spawn(args: &[&str], dir: &Path, stdin: Stdio) -> Proc {
+    pub(crate) fn spawn(args: &[&str], dir: &Path, stdin: Stdio) -> Proc {
         let mut child = Command::new(BIN)
             .args(args)
             .current_dir(dir)
@@ -65,7 +66,7 @@ impl Proc {
     }
 
     /// The next stdout line, waiting at most WAIT.
-    fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         self.stdout.recv_timeout(WAIT).unwrap_or_else(|_| {
             panic!(
                 "no stdout line in {WAIT:?}; stderr: {:?}",
@@ -124,7 +125,7 @@ impl Drop for Proc {
 }
 
 /// Start `quic-chat server --port 0` in `dir`; returns it with its port and CA path.
-fn start_server(dir: &Path, stdin: Stdio) -> (Proc, u16, String) {
+pub(crate) fn start_server(dir: &Path, stdin: Stdio) -> (Proc, u16, String) {
     let server = Proc::spawn(
         &[
             "server",
@@ -152,7 +153,7 @@ fn start_server(dir: &Path, stdin: Stdio) -> (Proc, u16, String) {
     (server, port, ca)
 }
 
-fn connect(dir: &Path, port: u16, ca: &str, name: &str) -> Proc {
+pub(crate) fn connect(dir: &Path, port: u16, ca: &str, name: &str) -> Proc {
     Proc::spawn(
         &["connect", &format!("127.0.0.1:{port}"), name, "--ca", ca],
         dir,

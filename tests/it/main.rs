@@ -3,10 +3,12 @@
 mod backpressure;
 mod cli;
 mod codec_props;
+mod faults;
 
 mod handshake;
 mod harness;
 mod messaging;
 mod shutdown;
+mod soak;
 mod tls;
 mod wire;
