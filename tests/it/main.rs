@@ -10,5 +10,6 @@ mod harness;
 mod messaging;
 mod shutdown;
 mod soak;
+mod terminal;
 mod tls;
 mod wire;
