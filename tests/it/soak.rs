@@ -407,11 +407,21 @@ async fn dozens_of_users_chat_at_random_while_some_come_and_go() {
     }
 
     let delivered = statuses.get(&Status::Delivered).copied().unwrap_or(0);
+    // Delivered (acknowledged by QUIC) but never read: allowed only as in check 3.
+    let unread = sent
+        .iter()
+        .filter(|s| {
+            s.receipt
+                .is_some_and(|(_, status)| status == Status::Delivered)
+        })
+        .filter(|s| !seen.contains(&(s.from, s.seq)))
+        .count();
     let cut_short = sent.iter().filter(|s| s.receipt.is_none()).count();
     let comebacks: usize = gaps.iter().map(|g| g.len() - 1).sum();
     eprintln!(
         "soak {soak:?} seed {seed}: {} sends, statuses {statuses:?}, {cut_short} cut short by their \
-         sender leaving, {} deliveries ({required} required), {comebacks} comebacks",
+         sender leaving, {} deliveries ({required} required, {unread} Delivered but left unread \
+         by a recipient that then left), {comebacks} comebacks",
         sent.len(),
         got.len(),
     );
