@@ -33,7 +33,7 @@ fn lines_of(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String>
 }
 
 impl Proc {
-    pub(crate) fn spawn(args: &[&str], dir: &Path, stdin: Stdio) -> Proc {
+    fn spawn(args: &[&str], dir: &Path, stdin: Stdio) -> Proc {
         let mut child = Command::new(BIN)
             .args(args)
             .current_dir(dir)
