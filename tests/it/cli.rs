@@ -7,7 +7,9 @@ use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+/// The built `quic-chat` binary.
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_quic-chat");
+/// How long to wait for a process to print a line or exit.
 pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
 /// A running `quic-chat` process with its output read line by line on threads
@@ -153,6 +155,7 @@ pub(crate) fn start_server(dir: &Path, stdin: Stdio) -> (Proc, u16, String) {
     (server, port, ca)
 }
 
+/// Start `quic-chat connect 127.0.0.1:PORT NAME --ca CA` in `dir`, with stdin piped.
 pub(crate) fn connect(dir: &Path, port: u16, ca: &str, name: &str) -> Proc {
     Proc::spawn(
         &["connect", &format!("127.0.0.1:{port}"), name, "--ca", ca],
