@@ -15,6 +15,7 @@ pub(crate) const WAIT: Duration = Duration::from_secs(20);
 /// A running `quic-chat` process with its output read line by line on threads
 /// (shared with the fault and terminal tests).
 pub(crate) struct Proc {
+    /// The process (tests kill it to simulate a crash).
     pub(crate) child: Child,
     stdin: Option<ChildStdin>,
     stdout: mpsc::Receiver<String>,
