@@ -7,12 +7,16 @@ use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_quic-chat");
-const WAIT: Duration = Duration::from_secs(20);
+/// The built `quic-chat` binary.
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_quic-chat");
+/// How long to wait for a process to print a line or exit.
+pub(crate) const WAIT: Duration = Duration::from_secs(20);
 
-/// A running `quic-chat` process with its output read line by line on threads.
-struct Proc {
-    child: Child,
+/// A running `quic-chat` process with its output read line by line on threads
+/// (shared with the fault and terminal tests).
+pub(crate) struct Proc {
+    /// The process (tests kill it to simulate a crash).
+    pub(crate) child: Child,
     stdin: Option<ChildStdin>,
     stdout: mpsc::Receiver<String>,
     stderr: mpsc::Receiver<String>,
@@ -65,7 +69,7 @@ impl Proc {
     }
 
     /// The next stdout line, waiting at most WAIT.
-    fn line(&self) -> String {
+    pub(crate) fn line(&self) -> String {
         self.stdout.recv_timeout(WAIT).unwrap_or_else(|_| {
             panic!(
                 "no stdout line in {WAIT:?}; stderr: {:?}",
@@ -124,7 +128,7 @@ impl Drop for Proc {
 }
 
 /// Start `quic-chat server --port 0` in `dir`; returns it with its port and CA path.
-fn start_server(dir: &Path, stdin: Stdio) -> (Proc, u16, String) {
+pub(crate) fn start_server(dir: &Path, stdin: Stdio) -> (Proc, u16, String) {
     let server = Proc::spawn(
         &[
             "server",
@@ -152,7 +156,8 @@ fn start_server(dir: &Path, stdin: Stdio) -> (Proc, u16, String) {
     (server, port, ca)
 }
 
-fn connect(dir: &Path, port: u16, ca: &str, name: &str) -> Proc {
+/// Start `quic-chat connect 127.0.0.1:PORT NAME --ca CA` in `dir`, with stdin piped.
+pub(crate) fn connect(dir: &Path, port: u16, ca: &str, name: &str) -> Proc {
     Proc::spawn(
         &["connect", &format!("127.0.0.1:{port}"), name, "--ca", ca],
         dir,

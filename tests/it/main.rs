@@ -2,13 +2,16 @@
 
 mod backpressure;
 mod cli;
-
+mod codec_props;
+mod faults;
 mod handshake;
 mod harness;
 mod json;
 mod limits;
 mod messaging;
 mod shutdown;
+mod soak;
 mod terminal;
+mod terminal_safety;
 mod tls;
 mod wire;
