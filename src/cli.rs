@@ -50,7 +50,7 @@ pub struct BenchArgs {
     #[arg(long, short = 'n', default_value_t = 50)]
     pub clients: usize,
     /// Sends in flight per sender.
-    #[arg(long, short = 'w', default_value_t = 32)]
+    #[arg(long, default_value_t = 32)]
     pub in_flight: usize,
     /// Message body size in bytes (at least 20).
     #[arg(long, short = 'b', default_value_t = 64)]
@@ -191,5 +191,16 @@ impl ConnectArgs {
         let mut config = ClientConfig::new(self.server, self.username, self.ca);
         config.server_name = self.server_name;
         config
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 }

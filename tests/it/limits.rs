@@ -150,3 +150,26 @@ async fn a_hello_trickled_too_slowly_is_cut_off() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn request_streams_per_connection_are_capped() {
+    let limits = Limits {
+        max_streams_per_connection: 2,
+        ..test_limits()
+    };
+    let server = TestServer::start_with(limits).await;
+    let connection = raw_registered(&server, "greedy").await;
+    // The Hello stream is finished; two more unfinished streams use up the credit.
+    let (mut first, mut first_recv) = connection.open_bi().await.unwrap();
+    first.write_all(&[2]).await.unwrap();
+    let (mut second, _second_recv) = connection.open_bi().await.unwrap();
+    second.write_all(&[2]).await.unwrap();
+    let third = tokio::time::timeout(Duration::from_millis(300), connection.open_bi()).await;
+    assert!(third.is_err(), "a third concurrent stream must wait for credit");
+    // Finishing one request returns its credit.
+    first.finish().unwrap();
+    let users = within(SCENARIO, "ListUsers answer", first_recv.read_to_end(1024)).await.unwrap();
+    assert_eq!(users, b"\x03\x01\x06greedy");
+    within(SCENARIO, "stream credit back", connection.open_bi()).await.unwrap();
+    server.stop().await;
+}

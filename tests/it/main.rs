@@ -1,6 +1,7 @@
 //! The one integration-test crate: real QUIC over loopback, every scenario bounded in time.
 
 mod backpressure;
+mod bench;
 mod cli;
 mod codec_props;
 mod faults;

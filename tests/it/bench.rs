@@ -1,0 +1,57 @@
+//! `quic-chat bench` runs each workload briefly and reports sane figures.
+//! (Speed itself is measured by hand and recorded in docs/BENCHMARKS.md.)
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_quic-chat");
+
+fn bench(args: &[&str]) -> serde_json::Value {
+    let output = Command::new(BIN)
+        .arg("bench")
+        .args(args)
+        .args(["--json", "--warmup", "0.2"])
+        .output()
+        .expect("bench runs");
+    assert!(
+        output.status.success(),
+        "bench failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
+}
+
+#[test]
+fn pairs_reports_throughput_latency_and_server_cost() {
+    let report = bench(&["-w", "pairs", "-n", "2", "--in-flight", "4", "-d", "1"]);
+    assert_eq!(report["workload"], "pairs");
+    let count = report["count"].as_u64().unwrap();
+    assert!(count > 10, "{report}");
+    let rate = report["per_second"].as_f64().unwrap();
+    let seconds = report["seconds"].as_f64().unwrap();
+    assert!((rate * seconds - count as f64).abs() < 1.0, "{report}");
+    let latency = &report["latency_us"];
+    let (p50, p99, max) = (
+        latency["p50"].as_u64().unwrap(),
+        latency["p99"].as_u64().unwrap(),
+        latency["max"].as_u64().unwrap(),
+    );
+    assert!(0 < p50 && p50 <= p99 && p99 <= max && max < 10_000_000, "{report}");
+    assert!(report["statuses"]["delivered"].as_u64().unwrap() > 0, "{report}");
+    assert!(report["server_cpu_us_per_op"].as_f64().unwrap() > 0.0, "{report}");
+    assert!(report["server_rss_kib"].as_u64().unwrap() > 1000, "{report}");
+    assert_eq!(report["errors"], 0);
+}
+
+#[test]
+fn fanin_connect_and_idle_run() {
+    let fanin = bench(&["-w", "fanin", "-n", "3", "--in-flight", "2", "-d", "0.5"]);
+    assert!(fanin["count"].as_u64().unwrap() > 0, "{fanin}");
+    let connect = bench(&["-w", "connect", "-n", "2", "-d", "0.5"]);
+    assert!(connect["count"].as_u64().unwrap() > 0, "{connect}");
+    assert!(connect["latency_us"]["p50"].as_u64().unwrap() > 0, "{connect}");
+    let idle = bench(&["-w", "idle", "-n", "20", "-d", "0.5"]);
+    assert_eq!(idle["count"], 20, "{idle}");
+    let per_connection = idle["rss_per_connection_kib"].as_f64().unwrap();
+    assert!(per_connection < 1024.0, "{idle}");
+}
