@@ -21,6 +21,8 @@ pub struct Report {
     pub per_second: f64,
     /// Send-to-deliver (messages) or connect-to-welcome (connect) latency, in microseconds.
     pub latency_us: Option<Latency>,
+    /// Send-to-receipt latency (how long a sender waits for `Delivered`), in microseconds.
+    pub receipt_latency_us: Option<Latency>,
     /// Sender-side receipt statuses seen in the window, by name.
     pub statuses: std::collections::BTreeMap<String, u64>,
     /// Requests that failed outright (connection errors).
@@ -81,9 +83,14 @@ impl Report {
             rows.push((unit.into(), self.count.to_string()));
             rows.push((format!("{unit}/s"), format!("{:.0}", self.per_second)));
         }
-        if let Some(l) = self.latency_us {
+        let latencies = [
+            ("latency p50 / p99 / p99.9 / max", self.latency_us),
+            ("receipt p50 / p99 / p99.9 / max", self.receipt_latency_us),
+        ];
+        for (label, l) in latencies {
+            let Some(l) = l else { continue };
             rows.push((
-                "latency p50 / p99 / p99.9 / max".into(),
+                label.into(),
                 format!(
                     "{} / {} / {} / {}",
                     micros(l.p50),

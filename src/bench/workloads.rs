@@ -85,19 +85,24 @@ pub async fn messages(
             let (statuses, errors) = (Arc::clone(&statuses), Arc::clone(&errors));
             let size = config.body_bytes;
             sending.spawn(async move {
+                let mut receipt_latencies = histogram();
                 while !phase.stopped.load(Ordering::Relaxed) {
                     let body = stamped_body(phase.epoch, size);
+                    let sent = Instant::now();
                     match client.send(&to, &body).await {
                         Ok(receipt) if phase.measuring.load(Ordering::Relaxed) => {
                             statuses[receipt.status as usize].fetch_add(1, Ordering::Relaxed);
+                            let us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
+                            receipt_latencies.saturating_record(us.max(1));
                         }
                         Ok(_) => {}
                         Err(_) => {
                             errors.fetch_add(1, Ordering::Relaxed);
-                            return;
+                            break;
                         }
                     }
                 }
+                receipt_latencies
             });
         }
     }
@@ -109,7 +114,14 @@ pub async fn messages(
     phase.measuring.store(false, Ordering::Relaxed);
     let window = meter.elapsed_since(&window_start);
     phase.stopped.store(true, Ordering::Relaxed);
-    let drained = async { while sending.join_next().await.is_some() {} };
+    let mut receipt_latencies = histogram();
+    let drained = async {
+        while let Some(done) = sending.join_next().await {
+            if let Ok(histogram) = done {
+                let _ = receipt_latencies.add(histogram);
+            }
+        }
+    };
     let _ = tokio::time::timeout(Duration::from_secs(15), drained).await;
 
     let mut latencies = histogram();
@@ -133,6 +145,7 @@ pub async fn messages(
         count: delivered,
         per_second: delivered as f64 / window.wall.as_secs_f64(),
         latency_us: Latency::of(&latencies),
+        receipt_latency_us: Latency::of(&receipt_latencies),
         errors: errors.load(Ordering::Relaxed),
         ..Report::default()
     };

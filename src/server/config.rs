@@ -117,6 +117,8 @@ impl Limits {
 /// so that `Delivered` receipts are not held up by the peer's delayed-ACK timer.
 pub fn prompt_acks() -> quinn::AckFrequencyConfig {
     let mut config = quinn::AckFrequencyConfig::default();
-    config.max_ack_delay(Some(Duration::from_millis(1)));
+    config
+        .max_ack_delay(Some(Duration::from_millis(1)))
+        .ack_eliciting_threshold(quinn::VarInt::from_u32(0));
     config
 }
