@@ -403,7 +403,12 @@ impl Connector {
         } else {
             (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
         };
-        let mut endpoint = quinn::Endpoint::client(local).map_err(ClientError::Socket)?;
+        let socket = crate::net::bind_udp(local).map_err(ClientError::Socket)?;
+        let runtime = quinn::default_runtime()
+            .ok_or_else(|| ClientError::Socket(std::io::Error::other("no async runtime")))?;
+        let mut endpoint =
+            quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
+                .map_err(ClientError::Socket)?;
         endpoint.set_default_client_config(client_config);
         Ok(Connector {
             endpoint,

@@ -8,7 +8,7 @@ pub mod rate;
 pub mod registry;
 pub mod session;
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -67,7 +67,10 @@ impl Server {
         let ca_path = identity.ca_path.clone();
         let mut server_config = quinn::ServerConfig::with_crypto(tls::server_crypto(identity)?);
         server_config.transport_config(config.limits.transport());
-        let socket = bind_socket(config.bind)?;
+        let socket = crate::net::bind_udp(config.bind).map_err(|source| ServerError::Bind {
+            addr: config.bind,
+            source,
+        })?;
         let endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
             Some(server_config),
@@ -161,31 +164,4 @@ impl Server {
         }
         info!("server stopped");
     }
-}
-
-/// Bind the UDP socket. The unspecified IPv6 address is bound dual-stack so one
-/// socket serves IPv4 too; where IPv6 is unavailable, fall back to IPv4.
-fn bind_socket(addr: SocketAddr) -> Result<UdpSocket, ServerError> {
-    let bind_error = |source| ServerError::Bind { addr, source };
-    if let SocketAddr::V6(v6) = addr {
-        if v6.ip().is_unspecified() {
-            match bind_dual_stack(addr) {
-                Ok(socket) => return Ok(socket),
-                Err(e) => {
-                    debug!("IPv6 unavailable ({e}); listening on IPv4 only");
-                    let v4 = SocketAddr::from(([0, 0, 0, 0], addr.port()));
-                    return UdpSocket::bind(v4).map_err(bind_error);
-                }
-            }
-        }
-    }
-    UdpSocket::bind(addr).map_err(bind_error)
-}
-
-fn bind_dual_stack(addr: SocketAddr) -> std::io::Result<UdpSocket> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::IPV6, Type::DGRAM, Some(Protocol::UDP))?;
-    socket.set_only_v6(false)?;
-    socket.bind(&addr.into())?;
-    Ok(socket.into())
 }

@@ -36,10 +36,22 @@ fn pairs_reports_throughput_latency_and_server_cost() {
         latency["p99"].as_u64().unwrap(),
         latency["max"].as_u64().unwrap(),
     );
-    assert!(0 < p50 && p50 <= p99 && p99 <= max && max < 10_000_000, "{report}");
-    assert!(report["statuses"]["delivered"].as_u64().unwrap() > 0, "{report}");
-    assert!(report["server_cpu_us_per_op"].as_f64().unwrap() > 0.0, "{report}");
-    assert!(report["server_rss_kib"].as_u64().unwrap() > 1000, "{report}");
+    assert!(
+        0 < p50 && p50 <= p99 && p99 <= max && max < 10_000_000,
+        "{report}"
+    );
+    assert!(
+        report["statuses"]["delivered"].as_u64().unwrap() > 0,
+        "{report}"
+    );
+    assert!(
+        report["server_cpu_us_per_op"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert!(
+        report["server_rss_kib"].as_u64().unwrap() > 1000,
+        "{report}"
+    );
     assert_eq!(report["errors"], 0);
 }
 
@@ -49,7 +61,10 @@ fn fanin_connect_and_idle_run() {
     assert!(fanin["count"].as_u64().unwrap() > 0, "{fanin}");
     let connect = bench(&["-w", "connect", "-n", "2", "-d", "0.5"]);
     assert!(connect["count"].as_u64().unwrap() > 0, "{connect}");
-    assert!(connect["latency_us"]["p50"].as_u64().unwrap() > 0, "{connect}");
+    assert!(
+        connect["latency_us"]["p50"].as_u64().unwrap() > 0,
+        "{connect}"
+    );
     let idle = bench(&["-w", "idle", "-n", "20", "-d", "0.5"]);
     assert_eq!(idle["count"], 20, "{idle}");
     let per_connection = idle["rss_per_connection_kib"].as_f64().unwrap();

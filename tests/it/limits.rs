@@ -165,11 +165,18 @@ async fn request_streams_per_connection_are_capped() {
     let (mut second, _second_recv) = connection.open_bi().await.unwrap();
     second.write_all(&[2]).await.unwrap();
     let third = tokio::time::timeout(Duration::from_millis(300), connection.open_bi()).await;
-    assert!(third.is_err(), "a third concurrent stream must wait for credit");
+    assert!(
+        third.is_err(),
+        "a third concurrent stream must wait for credit"
+    );
     // Finishing one request returns its credit.
     first.finish().unwrap();
-    let users = within(SCENARIO, "ListUsers answer", first_recv.read_to_end(1024)).await.unwrap();
+    let users = within(SCENARIO, "ListUsers answer", first_recv.read_to_end(1024))
+        .await
+        .unwrap();
     assert_eq!(users, b"\x03\x01\x06greedy");
-    within(SCENARIO, "stream credit back", connection.open_bi()).await.unwrap();
+    within(SCENARIO, "stream credit back", connection.open_bi())
+        .await
+        .unwrap();
     server.stop().await;
 }
