@@ -560,14 +560,15 @@ async fn resolve(server: &str) -> Result<(SocketAddr, String), ClientError> {
     if let Ok(addr) = server.parse::<SocketAddr>() {
         return Ok((addr, addr.ip().to_string()));
     }
-    let (host, port) = server
+    let host = server
         .rsplit_once(':')
         .filter(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
+        .map(|(host, _)| {
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned()
+        })
         .ok_or_else(|| ClientError::BadAddress(server.to_owned()))?;
-    let host = host
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_owned();
     let mut addrs =
         tokio::net::lookup_host(server)
             .await
@@ -575,7 +576,6 @@ async fn resolve(server: &str) -> Result<(SocketAddr, String), ClientError> {
                 host: host.clone(),
                 source,
             })?;
-    let _ = port;
     let addr = addrs.next().ok_or_else(|| ClientError::Resolve {
         host: host.clone(),
         source: std::io::Error::new(std::io::ErrorKind::NotFound, "no addresses found"),
@@ -600,5 +600,33 @@ fn explain_handshake_error(server: &str, error: &quinn::ConnectionError) -> Stri
             format!("no answer from {server} (is the server running and reachable?)")
         }
         _ => format!("cannot connect to {server}: {text}{hint}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn addresses_are_host_and_port() {
+        let (addr, host) = resolve("127.0.0.1:4433").await.unwrap();
+        assert_eq!(
+            (addr.to_string().as_str(), host.as_str()),
+            ("127.0.0.1:4433", "127.0.0.1")
+        );
+        let (addr, host) = resolve("[::1]:4433").await.unwrap();
+        assert_eq!((addr.port(), host.as_str()), (4433, "::1"));
+        let (addr, host) = resolve("localhost:4433").await.unwrap();
+        assert!(addr.ip().is_loopback());
+        assert_eq!(
+            host, "localhost",
+            "the certificate is checked against the name dialled"
+        );
+        for bad in ["localhost", "localhost:", ":4433", "localhost:99999", "a:b"] {
+            assert!(
+                matches!(resolve(bad).await, Err(ClientError::BadAddress(_))),
+                "{bad}"
+            );
+        }
     }
 }
