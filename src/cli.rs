@@ -131,6 +131,9 @@ pub struct ServerArgs {
     /// Messages one user may send in a burst before --rate-limit applies.
     #[arg(long, value_name = "N", default_value_t = Limits::default().rate_burst)]
     pub rate_burst: u32,
+    /// Turn off UDP segmentation offload (GSO): smaller per-connection buffers.
+    #[arg(long)]
+    pub no_gso: bool,
     /// Worker threads serving connections (default: one per CPU core).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -154,6 +157,7 @@ impl ServerArgs {
             max_connections_per_ip: self.max_connections_per_ip,
             max_streams_per_connection: self.max_streams.max(1),
             retry_above_handshakes: self.retry_above,
+            segmentation_offload: !self.no_gso,
             rate_limit: self.rate_limit.max(0.0),
             rate_burst: self.rate_burst,
             hello_timeout: Duration::from_secs_f64(self.hello_timeout.clamp(0.1, 10.0)),

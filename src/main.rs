@@ -70,6 +70,8 @@ fn init_tracing(default: &str) {
 
 async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     let server = Server::bind(args.into_config())?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
     {
         let mut out = std::io::stdout().lock();
         writeln!(out, "listening on {}", server.local_addr())?;
@@ -78,9 +80,7 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         }
         out.flush()?;
     }
-    let shutdown = CancellationToken::new();
     console::spawn(shutdown.clone());
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
     server.run(shutdown).await;
     Ok(())
 }
@@ -162,25 +162,30 @@ fn spawn_stdin_lines(tx: mpsc::Sender<String>) {
 }
 
 /// Cancel `token` on SIGINT or SIGTERM.
-async fn cancel_on_signal(token: CancellationToken) {
+fn cancel_on_signal(token: CancellationToken) -> impl std::future::Future<Output = ()> {
+    // The handlers are installed here, before the caller announces itself, so a
+    // signal that comes right after startup is still a graceful shutdown.
     #[cfg(unix)]
-    {
+    let signals = {
         use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut interrupt), Ok(mut terminate)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            tracing::warn!("cannot listen for signals");
-            return;
-        };
-        tokio::select! {
-            _ = interrupt.recv() => {}
-            _ = terminate.recv() => {}
+        signal(SignalKind::interrupt()).and_then(|i| Ok((i, signal(SignalKind::terminate())?)))
+    };
+    async move {
+        #[cfg(unix)]
+        match signals {
+            Ok((mut interrupt, mut terminate)) => tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            },
+            Err(e) => {
+                tracing::warn!("cannot listen for signals: {e}");
+                return;
+            }
         }
+        #[cfg(not(unix))]
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        token.cancel();
     }
-    #[cfg(not(unix))]
-    if tokio::signal::ctrl_c().await.is_err() {
-        return;
-    }
-    token.cancel();
 }

@@ -102,8 +102,28 @@ pub fn event(event: &Event<'_>) -> String {
         Event::Shutdown => JsonEvent::Shutdown {},
     };
     // Serialising these plain structs cannot fail; fall back to a fixed line anyway.
-    serde_json::to_string(&json)
-        .unwrap_or_else(|_| r#"{"event":"error","message":"cannot encode event"}"#.to_owned())
+    let line = serde_json::to_string(&json)
+        .unwrap_or_else(|_| r#"{"event":"error","message":"cannot encode event"}"#.to_owned());
+    escape_remaining_controls(line)
+}
+
+/// serde_json escapes only characters below U+0020; escape DEL and the C1
+/// controls too, so no control character from the network reaches a terminal
+/// that shows this output. The JSON means the same.
+fn escape_remaining_controls(line: String) -> String {
+    let is_control = |c: char| ('\u{7f}'..='\u{9f}').contains(&c);
+    if !line.contains(is_control) {
+        return line;
+    }
+    let mut escaped = String::with_capacity(line.len() + 16);
+    for c in line.chars() {
+        if is_control(c) {
+            escaped.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            escaped.push(c);
+        }
+    }
+    escaped
 }
 
 /// The command an input line asks for: a JSON object if it starts with `{`,
@@ -221,5 +241,14 @@ mod tests {
         ] {
             assert!(matches!(parse_input(bad), Command::Invalid(_)), "{bad}");
         }
+    }
+
+    #[test]
+    fn del_and_c1_controls_are_escaped() {
+        let line =
+            escape_remaining_controls(serde_json::to_string("a\u{7f}b\u{9b}c\u{1b}").unwrap());
+        assert_eq!(line, r#""a\u007fb\u009bc\u001b""#);
+        let back: String = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, "a\u{7f}b\u{9b}c\u{1b}");
     }
 }

@@ -230,6 +230,21 @@ pub struct Incoming {
 }
 
 impl Incoming {
+    /// A message that has already arrived, if any, without waiting.
+    pub fn try_next(&mut self) -> Option<Message> {
+        if self.ended.is_some() {
+            return None;
+        }
+        match self.messages.try_recv() {
+            Ok(Ok(message)) => Some(message),
+            Ok(Err(ended)) => {
+                self.ended = Some(ended);
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
     /// The next message, or why the connection ended. Cancel-safe.
     pub async fn next(&mut self) -> Result<Message, Disconnect> {
         if let Some(ended) = &self.ended {

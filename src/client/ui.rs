@@ -21,7 +21,10 @@ use crate::protocol::Status;
 pub const SHUTDOWN_LINE: &str = "Server has shut down, exiting...";
 
 /// How often the list of online names (for completion) is refreshed.
-const NAMES_REFRESH: Duration = Duration::from_secs(10);
+const NAMES_REFRESH: Duration = Duration::from_secs(60);
+
+/// Requests (sends, user lists) in flight at once before input waits.
+const MAX_PENDING: usize = 256;
 
 /// How the chat session ended normally.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,7 +218,8 @@ pub async fn run<W: Write>(
             break None;
         }
         tokio::select! {
-            line = lines.recv(), if !leaving => match line {
+            // Past MAX_PENDING unanswered requests, stop reading input until answers come.
+            line = lines.recv(), if !leaving && pending.len() < MAX_PENDING => match line {
                 None => leaving = true,
                 Some(line) => match style.parse(&line) {
                     Command::Exit => leaving = true,
@@ -246,6 +250,10 @@ pub async fn run<W: Write>(
     };
     match ended {
         None => {
+            // Show what has already arrived before leaving.
+            while let Some(message) = incoming.try_next() {
+                show(style, out, &Event::Message(&message))?;
+            }
             client.close_ref().await;
             Ok(Outcome::Left)
         }

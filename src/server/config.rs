@@ -57,6 +57,9 @@ pub struct Limits {
     pub rate_limit: f64,
     /// Sends a user may make at once before the sustained rate applies.
     pub rate_burst: u32,
+    /// Let quinn batch several packets to one peer into one send call (GSO).
+    /// Off by default: see docs/BENCHMARKS.md for what it cost and saved here.
+    pub segmentation_offload: bool,
     /// Concurrent request streams per connection.
     pub max_streams_per_connection: u32,
     /// A connection that sends nothing for this long is dropped (at most 30 s per the contract).
@@ -80,6 +83,7 @@ impl Default for Limits {
             rate_limit: 20.0,
             rate_burst: 60,
             max_streams_per_connection: 100,
+            segmentation_offload: true,
             idle_timeout: Duration::from_secs(30),
         }
     }
@@ -108,7 +112,8 @@ impl Limits {
                     .try_into()
                     .unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(30_000))),
             ))
-            .ack_frequency_config(Some(prompt_acks()));
+            .ack_frequency_config(Some(prompt_acks()))
+            .enable_segmentation_offload(self.segmentation_offload);
         Arc::new(transport)
     }
 }

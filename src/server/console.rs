@@ -31,8 +31,16 @@ pub fn spawn(shutdown: CancellationToken) {
     let spawned = std::thread::Builder::new()
         .name("console".into())
         .spawn(move || {
-            for line in std::io::stdin().lock().lines() {
-                let Ok(line) = line else { break };
+            let mut stdin = std::io::stdin().lock();
+            let mut raw = Vec::new();
+            loop {
+                raw.clear();
+                match stdin.read_until(b'\n', &mut raw) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+                // A line that is not UTF-8 is just an unknown command.
+                let line = String::from_utf8_lossy(&raw);
                 match parse(&line) {
                     ConsoleCommand::Exit => {
                         shutdown.cancel();

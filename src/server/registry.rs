@@ -16,7 +16,7 @@ pub struct Recipient {
     /// The user's connection, on which deliveries are opened.
     pub connection: quinn::Connection,
     /// Backlog budget in cost units (see [`super::delivery`]); a full budget means `RecipientBusy`.
-    pub backlog: Arc<Semaphore>,
+    pub backlog: Semaphore,
 }
 
 /// Why a name could not be claimed.
@@ -81,13 +81,21 @@ impl Registry {
 
     /// Every registered name, sorted by its lowercased form.
     pub fn names(&self) -> Vec<String> {
-        let users = self.read();
-        let mut entries: Vec<(&NameKey, &Arc<Recipient>)> = users.iter().collect();
-        entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-        entries
-            .into_iter()
-            .map(|(_, r)| r.name.to_string())
-            .collect()
+        self.names_fitting(usize::MAX)
+    }
+
+    /// The first registered names, sorted by their lowercased form, that fit in
+    /// a `Users` frame of at most `frame_bytes` bytes. With the longest names a
+    /// 73,728-byte frame holds 2,234 of them; a larger server lists a prefix.
+    pub fn names_fitting(&self, frame_bytes: usize) -> Vec<String> {
+        // Copy out under the lock; sort after releasing it.
+        let mut entries: Vec<(NameKey, Arc<str>)> = self
+            .read()
+            .iter()
+            .map(|(key, recipient)| (*key, Arc::clone(&recipient.name)))
+            .collect();
+        entries.sort_unstable_by_key(|entry| entry.0);
+        prefix_fitting(entries.into_iter().map(|(_, name)| name), frame_bytes)
     }
 
     /// How many users are online.
@@ -135,5 +143,54 @@ impl Drop for Registration {
                 users.remove(&self.key);
             }
         }
+    }
+}
+
+/// The leading `names` that fit in a `Users` frame of at most `frame_bytes`.
+fn prefix_fitting(names: impl Iterator<Item = Arc<str>>, frame_bytes: usize) -> Vec<String> {
+    // Frame: variant (1 byte) + count (varint: 3 bytes covers every count that
+    // fits) + per name a one-byte length (names are at most 32 bytes) and the name.
+    const HEADER: usize = 1 + 3;
+    let mut used = HEADER;
+    names
+        .take_while(|name| {
+            used += 1 + name.len();
+            used <= frame_bytes
+        })
+        .map(|name| name.to_string())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{encode, Reply, MAX_FRAME_BYTES};
+
+    #[test]
+    fn the_longest_names_fill_but_never_overflow_a_frame() {
+        let all: Vec<Arc<str>> = (0..5000).map(|i| Arc::from(format!("{i:032}"))).collect();
+        let listed = prefix_fitting(all.iter().cloned(), MAX_FRAME_BYTES);
+        let frame = encode(&Reply::Users {
+            names: listed.clone(),
+        })
+        .expect("fits");
+        assert!(frame.len() <= MAX_FRAME_BYTES);
+        let mut one_more = listed.clone();
+        one_more.push(all[listed.len()].to_string());
+        let bigger = encode(&Reply::Users { names: one_more }).map(|f| f.len());
+        assert!(
+            !matches!(bigger, Ok(len) if len <= MAX_FRAME_BYTES),
+            "the prefix is as long as fits"
+        );
+        assert_eq!(listed.len(), 2_234);
+    }
+
+    #[test]
+    fn small_servers_list_everyone() {
+        let names: Vec<Arc<str>> = ["a", "B", "c"].into_iter().map(Arc::from).collect();
+        assert_eq!(
+            prefix_fitting(names.into_iter(), MAX_FRAME_BYTES),
+            ["a", "B", "c"]
+        );
     }
 }

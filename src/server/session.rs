@@ -18,7 +18,7 @@ use crate::protocol::codec::{decode_borrowed, read_frame_bytes};
 use crate::protocol::frames::RequestRef;
 use crate::protocol::{
     close, read_frame, write_frame, CloseCode, FrameError, NameKey, RefuseReason, Reply, Request,
-    Status, MAX_BODY_BYTES, PROTOCOL_VERSION,
+    Status, MAX_BODY_BYTES, MAX_FRAME_BYTES, PROTOCOL_VERSION,
 };
 
 /// What every session of one server shares.
@@ -80,7 +80,7 @@ pub async fn run(
     let recipient = Recipient {
         name: Arc::from(username.as_str()),
         connection: connection.clone(),
-        backlog: Arc::new(Semaphore::new(shared.limits.recipient_backlog_bytes)),
+        backlog: Semaphore::new(shared.limits.recipient_backlog_bytes),
     };
     let (registration, online) = match shared.registry.claim(key, recipient) {
         Ok(claimed) => claimed,
@@ -99,6 +99,7 @@ pub async fn run(
     };
     if let Err(e) = write_frame(&mut send, &welcome).await {
         debug!(%remote, user = %username, "could not send Welcome: {e}");
+        CloseCode::ProtocolError.close(&connection, "Hello stream failed");
         return;
     }
     drop(send);
@@ -172,9 +173,14 @@ async fn refuse(
         reason,
         detail: detail.clone(),
     };
-    if write_frame(&mut send, &reply).await.is_ok() {
-        let _ = tokio::time::timeout(REFUSED_LINGER, send.stopped()).await;
-    }
+    // One deadline for writing the reply and its acknowledgement: a client that
+    // grants no flow-control credit cannot hold the close back.
+    let reply_acknowledged = async {
+        if write_frame(&mut send, &reply).await.is_ok() {
+            let _ = send.stopped().await;
+        }
+    };
+    let _ = tokio::time::timeout(REFUSED_LINGER, reply_acknowledged).await;
     CloseCode::Refused.close(connection, &detail);
 }
 
@@ -232,7 +238,7 @@ async fn handle_request(
             Reply::Receipt { id, status }
         }
         Ok(RequestRef::ListUsers) => Reply::Users {
-            names: session.shared.registry.names(),
+            names: session.shared.registry.names_fitting(MAX_FRAME_BYTES),
         },
         Ok(RequestRef::Hello { .. }) => {
             return CloseCode::ProtocolError.close(&session.connection, "Hello sent twice");
@@ -251,6 +257,10 @@ impl Session {
     async fn send(&self, to: &str, body: &str) -> (u64, Status) {
         let shared = &*self.shared;
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        // The contract gives an over-long body TooLarge whatever else is wrong.
+        if body.len() > MAX_BODY_BYTES {
+            return (id, Status::TooLarge);
+        }
         if let Some(rate) = &self.rate {
             let allowed = rate.lock().unwrap_or_else(|e| e.into_inner()).try_take();
             if !allowed {
@@ -260,9 +270,6 @@ impl Session {
         let Ok(key) = NameKey::new(to) else {
             return (id, Status::InvalidRecipient);
         };
-        if body.len() > MAX_BODY_BYTES {
-            return (id, Status::TooLarge);
-        }
         let Some(recipient) = shared.registry.lookup(&key) else {
             return (id, Status::NotConnected);
         };

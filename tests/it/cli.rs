@@ -91,6 +91,15 @@ impl Proc {
         }
     }
 
+    /// Every stderr line until the process closes it (after it exits), waiting at most WAIT.
+    fn rest_of_stderr(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        while let Ok(line) = self.stderr.recv_timeout(WAIT) {
+            lines.push(line);
+        }
+        lines
+    }
+
     fn stderr_now(&self) -> Vec<String> {
         self.stderr.try_iter().collect()
     }
@@ -257,7 +266,7 @@ fn a_taken_name_is_one_line_on_stderr_and_a_failure_exit() {
     let mut again = connect(dir.path(), port, &ca, "ALICE");
     let status = again.exit();
     assert!(!status.success());
-    let errors = again.stderr_now();
+    let errors = again.rest_of_stderr();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(
         errors[0].starts_with("error: ") && errors[0].contains("taken"),

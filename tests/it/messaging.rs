@@ -210,3 +210,15 @@ async fn a_thousand_messages_among_many_users_each_arrive_exactly_once() {
     }
     server.stop().await;
 }
+
+#[tokio::test]
+async fn an_over_long_body_is_too_large_whatever_the_recipient() {
+    let server = TestServer::start().await;
+    let (alice, _) = server.connect("alice").await;
+    let too_large = "x".repeat(MAX_BODY_BYTES + 1);
+    for to in ["not a name!", "nobody", "alice"] {
+        let receipt = alice.send(to, &too_large).await.unwrap();
+        assert_eq!(receipt.status, Status::TooLarge, "to {to:?}");
+    }
+    server.stop().await;
+}
