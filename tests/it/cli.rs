@@ -313,3 +313,14 @@ fn help_describes_both_commands() {
         "{text}"
     );
 }
+
+#[test]
+fn sigterm_right_after_startup_is_still_graceful() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, _port, _ca) = start_server(dir.path(), Stdio::null());
+    let pid = server.child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    assert!(server.exit().success(), "exit 0, not killed by the signal");
+    server.stderr_line_containing("server stopped");
+}
