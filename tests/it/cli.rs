@@ -324,3 +324,45 @@ fn sigterm_right_after_startup_is_still_graceful() {
     assert!(server.exit().success(), "exit 0, not killed by the signal");
     server.stderr_line_containing("server stopped");
 }
+
+#[test]
+fn sslkeylogfile_records_the_session_secrets() {
+    let dir = tempfile::tempdir().unwrap();
+    let keylog = dir.path().join("keys.log");
+    let server = Command::new(BIN)
+        .args([
+            "server",
+            "--port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--cert-dir",
+            "certs",
+        ])
+        .current_dir(dir.path())
+        .env("SSLKEYLOGFILE", &keylog)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = Proc {
+        stdout: lines_of(std::io::empty()),
+        stderr: lines_of(std::io::empty()),
+        stdin: None,
+        child: server,
+    };
+    let stdout = lines_of(server.child.stdout.take().unwrap());
+    server.stdin = server.child.stdin.take();
+    let first = stdout.recv_timeout(WAIT).unwrap();
+    let port: u16 = first.rsplit(':').next().unwrap().parse().unwrap();
+    let mut alice = connect(dir.path(), port, "certs/ca.pem", "alice");
+    assert!(alice.line().contains("Welcome"));
+    alice.close_stdin();
+    assert!(alice.exit().success());
+    server.type_line("EXIT");
+    assert!(server.exit().success());
+    let log = std::fs::read_to_string(&keylog).expect("the key log was written");
+    assert!(log.contains("CLIENT_HANDSHAKE_TRAFFIC_SECRET"), "{log}");
+    assert!(log.contains("SERVER_TRAFFIC_SECRET_0"), "{log}");
+}

@@ -64,3 +64,36 @@ async fn another_alpn_is_refused() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_certificate_the_operator_brings_is_served() {
+    use quic_chat::server::{Server, ServerConfig};
+    use quic_chat::tls::CertSource;
+    // A chain made elsewhere (here: by our own generator in another folder).
+    let elsewhere = tempfile::tempdir().unwrap();
+    quic_chat::tls::load_or_create(elsewhere.path(), &[]).unwrap();
+    let config = ServerConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        cert: CertSource::Provided {
+            cert: elsewhere.path().join("server.pem"),
+            key: elsewhere.path().join("server.key"),
+        },
+        limits: test_limits(),
+    };
+    let server = Server::bind(config).unwrap();
+    assert_eq!(server.ca_path(), None, "no CA of its own to hand out");
+    let addr = server.local_addr();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn(server.run(shutdown.clone()));
+    let config = quic_chat::client::ClientConfig::new(
+        addr.to_string(),
+        "alice",
+        elsewhere.path().join("ca.pem"),
+    );
+    let (client, _) = within(SCENARIO, "connect", Client::connect(&config))
+        .await
+        .unwrap();
+    assert_eq!(client.welcome().online, 1);
+    shutdown.cancel();
+    within(SCENARIO, "shutdown", task).await.unwrap();
+}
