@@ -8,7 +8,7 @@ use hdrhistogram::Histogram;
 use tokio::task::JoinSet;
 
 use super::report::{Latency, Report};
-use super::{BenchConfig, BenchError, Meter, Workload};
+use super::{BenchConfig, BenchError, Meter, Window, Workload};
 use crate::client::{Client, Connector, Incoming};
 use crate::protocol::Status;
 
@@ -42,6 +42,28 @@ struct Phase {
     stopped: AtomicBool,
 }
 
+impl Phase {
+    fn new() -> Arc<Self> {
+        Arc::new(Phase {
+            epoch: Instant::now(),
+            measuring: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+        })
+    }
+
+    /// Warm up, measure for the configured window, then tell the workers to stop.
+    async fn run(&self, config: &BenchConfig, meter: &Meter<'_>) -> Window {
+        meter.phase("warm-up", config.warmup).await;
+        let window_start = meter.mark();
+        self.measuring.store(true, Ordering::Relaxed);
+        meter.phase("measuring", config.duration).await;
+        self.measuring.store(false, Ordering::Relaxed);
+        let window = meter.elapsed_since(&window_start);
+        self.stopped.store(true, Ordering::Relaxed);
+        window
+    }
+}
+
 /// `pairs` (each sender to its own receiver) or `fanin` (every sender to one receiver).
 pub async fn messages(
     config: &BenchConfig,
@@ -65,11 +87,7 @@ pub async fn messages(
             connector.connect(&format!("tx{s}-{run}")).await?.0,
         ));
     }
-    let phase = Arc::new(Phase {
-        epoch: Instant::now(),
-        measuring: AtomicBool::new(false),
-        stopped: AtomicBool::new(false),
-    });
+    let phase = Phase::new();
 
     let mut receiving = JoinSet::new();
     for (client, incoming) in inboxes {
@@ -107,13 +125,7 @@ pub async fn messages(
         }
     }
 
-    meter.phase("warm-up", config.warmup).await;
-    let window_start = meter.mark();
-    phase.measuring.store(true, Ordering::Relaxed);
-    meter.phase("measuring", config.duration).await;
-    phase.measuring.store(false, Ordering::Relaxed);
-    let window = meter.elapsed_since(&window_start);
-    phase.stopped.store(true, Ordering::Relaxed);
+    let window = phase.run(config, meter).await;
     let mut receipt_latencies = histogram();
     let drained = async {
         while let Some(done) = sending.join_next().await {
@@ -210,11 +222,7 @@ pub async fn connect(
     connector: &Connector,
     meter: &Meter<'_>,
 ) -> Result<Report, BenchError> {
-    let phase = Arc::new(Phase {
-        epoch: Instant::now(),
-        measuring: AtomicBool::new(false),
-        stopped: AtomicBool::new(false),
-    });
+    let phase = Phase::new();
     let errors = Arc::new(AtomicU64::new(0));
     let mut loops = JoinSet::new();
     let run = std::process::id();
@@ -246,13 +254,7 @@ pub async fn connect(
             (count, latencies)
         });
     }
-    meter.phase("warm-up", config.warmup).await;
-    let window_start = meter.mark();
-    phase.measuring.store(true, Ordering::Relaxed);
-    meter.phase("measuring", config.duration).await;
-    phase.measuring.store(false, Ordering::Relaxed);
-    let window = meter.elapsed_since(&window_start);
-    phase.stopped.store(true, Ordering::Relaxed);
+    let window = phase.run(config, meter).await;
     let mut latencies = histogram();
     let mut count = 0;
     while let Some(done) = loops.join_next().await {

@@ -72,15 +72,7 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
 
 /// Decode exactly one frame from all of `bytes`.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
-    if bytes.len() > MAX_FRAME_BYTES {
-        return Err(CodecError::TooLarge(bytes.len()));
-    }
-    let (value, used) = bincode::serde::decode_from_slice(bytes, WIRE)
-        .map_err(|e| CodecError::Malformed(e.to_string()))?;
-    if used != bytes.len() {
-        return Err(CodecError::TrailingBytes(bytes.len() - used));
-    }
-    Ok(value)
+    decode_borrowed(bytes)
 }
 
 /// Decode exactly one frame from all of `bytes`, borrowing its strings from `bytes`.

@@ -37,11 +37,16 @@ fn lines_of(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String>
 
 impl Proc {
     fn spawn(args: &[&str], dir: &Path, stdin: Stdio) -> Proc {
+        Self::spawn_with_env(args, dir, stdin, &[])
+    }
+
+    fn spawn_with_env(args: &[&str], dir: &Path, stdin: Stdio, env: &[(&str, &Path)]) -> Proc {
         let mut child = Command::new(BIN)
             .args(args)
             .current_dir(dir)
             .env("RUST_LOG", "info")
             .env_remove("SSLKEYLOGFILE")
+            .envs(env.iter().copied())
             .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -138,7 +143,12 @@ impl Drop for Proc {
 
 /// Start `quic-chat server --port 0` in `dir`; returns it with its port and CA path.
 pub(crate) fn start_server(dir: &Path, stdin: Stdio) -> (Proc, u16, String) {
-    let server = Proc::spawn(
+    start_server_with_env(dir, stdin, &[])
+}
+
+/// [`start_server`] with extra environment variables.
+fn start_server_with_env(dir: &Path, stdin: Stdio, env: &[(&str, &Path)]) -> (Proc, u16, String) {
+    let server = Proc::spawn_with_env(
         &[
             "server",
             "--port",
@@ -150,6 +160,7 @@ pub(crate) fn start_server(dir: &Path, stdin: Stdio) -> (Proc, u16, String) {
         ],
         dir,
         stdin,
+        env,
     );
     let listening = server.line();
     let port = listening
@@ -329,34 +340,9 @@ fn sigterm_right_after_startup_is_still_graceful() {
 fn sslkeylogfile_records_the_session_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let keylog = dir.path().join("keys.log");
-    let server = Command::new(BIN)
-        .args([
-            "server",
-            "--port",
-            "0",
-            "--bind",
-            "127.0.0.1",
-            "--cert-dir",
-            "certs",
-        ])
-        .current_dir(dir.path())
-        .env("SSLKEYLOGFILE", &keylog)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut server = Proc {
-        stdout: lines_of(std::io::empty()),
-        stderr: lines_of(std::io::empty()),
-        stdin: None,
-        child: server,
-    };
-    let stdout = lines_of(server.child.stdout.take().unwrap());
-    server.stdin = server.child.stdin.take();
-    let first = stdout.recv_timeout(WAIT).unwrap();
-    let port: u16 = first.rsplit(':').next().unwrap().parse().unwrap();
-    let mut alice = connect(dir.path(), port, "certs/ca.pem", "alice");
+    let (mut server, port, ca) =
+        start_server_with_env(dir.path(), Stdio::piped(), &[("SSLKEYLOGFILE", &keylog)]);
+    let mut alice = connect(dir.path(), port, &ca, "alice");
     assert!(alice.line().contains("Welcome"));
     alice.close_stdin();
     assert!(alice.exit().success());
