@@ -25,13 +25,19 @@ fn main() -> ExitCode {
     init_tracing(default_log);
     // The local time zone can only be read safely while this is the only thread.
     let offset = UtcOffset::current_local_offset().unwrap_or(UtcOffset::UTC);
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let CliCommand::Server(ServerArgs {
-        threads: Some(threads),
-        ..
-    }) = &cli.command
-    {
-        builder.worker_threads((*threads).max(1));
+    let threads = match &cli.command {
+        CliCommand::Server(ServerArgs { threads, .. }) => *threads,
+        _ => None,
+    };
+    // One thread: tokio's current-thread scheduler, which runs woken tasks in
+    // order (no LIFO slot), so a connection's driver runs after the request
+    // tasks that woke it and sends their data together.
+    let mut builder = match threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
+    if let Some(threads) = threads.filter(|&t| t > 1) {
+        builder.worker_threads(threads);
     }
     let runtime = match builder.enable_all().build() {
         Ok(runtime) => runtime,
