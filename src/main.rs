@@ -29,12 +29,21 @@ fn main() -> ExitCode {
         CliCommand::Server(ServerArgs { threads, .. }) => *threads,
         _ => None,
     };
-    // One thread: tokio's current-thread scheduler, which runs woken tasks in
-    // order (no LIFO slot), so a connection's driver runs after the request
-    // tasks that woke it and sends their data together.
+    // Woken tasks run in order, not last-woken-first: a quinn connection's
+    // driver then runs after the request tasks that woke it and sends their
+    // packets together, instead of one send per message (docs/BENCHMARKS.md).
+    // The current-thread scheduler always works that way; the multi-threaded
+    // one needs its LIFO slot turned off (an unstable tokio API, enabled for
+    // builds from this repository by .cargo/config.toml).
     let mut builder = match threads {
         Some(1) => tokio::runtime::Builder::new_current_thread(),
-        _ => tokio::runtime::Builder::new_multi_thread(),
+        _ => {
+            #[allow(unused_mut)]
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            #[cfg(tokio_unstable)]
+            builder.disable_lifo_slot();
+            builder
+        }
     };
     if let Some(threads) = threads.filter(|&t| t > 1) {
         builder.worker_threads(threads);
