@@ -13,7 +13,7 @@ use super::admission::ConnectionSlot;
 use super::config::Limits;
 use super::delivery::{deliver, Delivery};
 use super::rate::TokenBucket;
-use super::registry::{ClaimError, Recipient, Registry};
+use super::registry::{ClaimError, Recipient, Registration, Registry};
 use crate::protocol::codec::{decode_borrowed, read_frame_bytes};
 use crate::protocol::frames::RequestRef;
 use crate::protocol::{
@@ -40,76 +40,28 @@ const REFUSED_LINGER: Duration = Duration::from_secs(1);
 /// Serve one incoming connection until it ends.
 pub async fn run(
     incoming: quinn::Incoming,
-    mut slot: ConnectionSlot,
+    slot: ConnectionSlot,
     shared: Arc<Shared>,
     tracker: TaskTracker,
 ) {
     let remote = canonical(incoming.remote_address());
-    let handshake = incoming.await;
-    slot.handshake_done();
-    let connection = match handshake {
-        Ok(connection) => connection,
-        Err(e) => {
-            debug!(%remote, "handshake failed: {e}");
-            return;
-        }
-    };
-    let hello = tokio::time::timeout(shared.limits.hello_timeout, read_hello(&connection)).await;
-    let (mut send, protocol, username) = match hello {
-        Ok(Ok(hello)) => hello,
-        Ok(Err(HelloError::Protocol(why))) => {
-            debug!(%remote, "protocol error before Hello: {why}");
-            CloseCode::ProtocolError.close(&connection, why);
-            return;
-        }
-        Ok(Err(HelloError::Connection(e))) => {
-            debug!(%remote, "connection ended before Hello: {e}");
-            return;
-        }
-        Err(_elapsed) => {
-            debug!(%remote, "no Hello in time");
-            CloseCode::ProtocolError.close(&connection, "no Hello in time");
-            return;
-        }
-    };
-
-    let key = match check_hello(protocol, &username) {
-        Ok(key) => key,
-        Err((reason, detail)) => return refuse(&connection, send, reason, detail).await,
-    };
-    let recipient = Recipient {
-        name: Arc::from(username.as_str()),
-        connection: connection.clone(),
-        backlog: Semaphore::new(shared.limits.recipient_backlog_bytes),
-    };
-    let (registration, online) = match shared.registry.claim(key, recipient) {
-        Ok(claimed) => claimed,
-        Err(ClaimError::Taken) => {
-            let detail = format!("the name {username} is taken");
-            return refuse(&connection, send, RefuseReason::NameTaken, detail).await;
-        }
-        Err(ClaimError::Full) => {
-            let detail = "the server is full; try again later".to_owned();
-            return refuse(&connection, send, RefuseReason::ServerFull, detail).await;
-        }
-    };
-    let welcome = Reply::Welcome {
-        server: shared.server_name.clone(),
-        online: u32::try_from(online).unwrap_or(u32::MAX),
-    };
-    if let Err(e) = write_frame(&mut send, &welcome).await {
-        debug!(%remote, user = %username, "could not send Welcome: {e}");
-        CloseCode::ProtocolError.close(&connection, "Hello stream failed");
+    // The handshake and Hello phase is boxed: its state is large and short-lived,
+    // and would otherwise stay part of every idle connection's task.
+    let Some(Admitted {
+        connection,
+        registration,
+        username,
+        _slot,
+    }) = Box::pin(admit(incoming, slot, &shared, remote)).await
+    else {
         return;
-    }
-    drop(send);
-
+    };
     let span = tracing::info_span!("session", user = %username);
     async {
         info!("{username} connected from {remote}");
         let session = Arc::new(Session {
             name: Arc::clone(&registration.recipient().name),
-            connection: connection.clone(),
+            connection,
             rate: (shared.limits.rate_limit > 0.0).then(|| {
                 Mutex::new(TokenBucket::new(
                     shared.limits.rate_limit,
@@ -124,6 +76,93 @@ pub async fn run(
     }
     .instrument(span)
     .await
+}
+
+/// Handshake, Hello, registration and Welcome. `None` when the connection
+/// ended or was refused (the reason is already logged and sent).
+async fn admit(
+    incoming: quinn::Incoming,
+    mut slot: ConnectionSlot,
+    shared: &Shared,
+    remote: std::net::SocketAddr,
+) -> Option<Admitted> {
+    let handshake = incoming.await;
+    slot.handshake_done();
+    let connection = match handshake {
+        Ok(connection) => connection,
+        Err(e) => {
+            debug!(%remote, "handshake failed: {e}");
+            return None;
+        }
+    };
+    let hello = tokio::time::timeout(shared.limits.hello_timeout, read_hello(&connection)).await;
+    let (mut send, protocol, username) = match hello {
+        Ok(Ok(hello)) => hello,
+        Ok(Err(HelloError::Protocol(why))) => {
+            debug!(%remote, "protocol error before Hello: {why}");
+            CloseCode::ProtocolError.close(&connection, why);
+            return None;
+        }
+        Ok(Err(HelloError::Connection(e))) => {
+            debug!(%remote, "connection ended before Hello: {e}");
+            return None;
+        }
+        Err(_elapsed) => {
+            debug!(%remote, "no Hello in time");
+            CloseCode::ProtocolError.close(&connection, "no Hello in time");
+            return None;
+        }
+    };
+
+    let key = match check_hello(protocol, &username) {
+        Ok(key) => key,
+        Err((reason, detail)) => {
+            refuse(&connection, send, reason, detail).await;
+            return None;
+        }
+    };
+    let recipient = Recipient {
+        name: Arc::from(username.as_str()),
+        connection: connection.clone(),
+        backlog: Semaphore::new(shared.limits.recipient_backlog_bytes),
+    };
+    let (registration, online) = match shared.registry.claim(key, recipient) {
+        Ok(claimed) => claimed,
+        Err(ClaimError::Taken) => {
+            let detail = format!("the name {username} is taken");
+            refuse(&connection, send, RefuseReason::NameTaken, detail).await;
+            return None;
+        }
+        Err(ClaimError::Full) => {
+            let detail = "the server is full; try again later".to_owned();
+            refuse(&connection, send, RefuseReason::ServerFull, detail).await;
+            return None;
+        }
+    };
+    let welcome = Reply::Welcome {
+        server: shared.server_name.clone(),
+        online: u32::try_from(online).unwrap_or(u32::MAX),
+    };
+    if let Err(e) = write_frame(&mut send, &welcome).await {
+        debug!(%remote, user = %username, "could not send Welcome: {e}");
+        CloseCode::ProtocolError.close(&connection, "Hello stream failed");
+        return None;
+    }
+    Some(Admitted {
+        connection,
+        registration,
+        username,
+        _slot: slot,
+    })
+}
+
+/// A registered connection, and what must live as long as it does.
+struct Admitted {
+    connection: quinn::Connection,
+    registration: Registration,
+    username: String,
+    /// The per-IP count of this connection, given back when it is dropped.
+    _slot: ConnectionSlot,
 }
 
 enum HelloError {
