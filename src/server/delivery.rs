@@ -27,8 +27,9 @@ pub struct Delivery<'a> {
 /// Deliver `message` to `recipient` and say what happened, always within `deadline`.
 pub async fn deliver(recipient: &Recipient, message: Delivery<'_>, deadline: Duration) -> Status {
     // Charge the backlog before encoding, so a busy recipient costs no copy of
-    // the body. The fixed part of a Deliver frame (variant 1, id and timestamp
-    // at most 9 each, name length 1, body length at most 5) is at most 25 bytes.
+    // the body. The fixed part of a Deliver frame (variant index 1 byte, id and
+    // timestamp at most 9 each, name length 1, body length at most 5) is at
+    // most 25 bytes.
     let frame_bytes = 25 + message.from.len() + message.body.len();
     let cost = u32::try_from(frame_bytes + DELIVERY_OVERHEAD_BYTES).unwrap_or(u32::MAX);
     let _permit = match recipient.backlog.try_acquire_many(cost) {
