@@ -125,20 +125,3 @@ pub enum Push {
         body: String,
     },
 }
-
-/// The borrowed twin of [`Push::Deliver`]: encodes to the same bytes without
-/// copying the sender's name and body into owned strings first.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub enum PushRef<'a> {
-    /// Same layout as [`Push::Deliver`].
-    Deliver {
-        /// See [`Push::Deliver`].
-        id: u64,
-        /// See [`Push::Deliver`].
-        from: &'a str,
-        /// See [`Push::Deliver`].
-        sent_at_ms: u64,
-        /// See [`Push::Deliver`].
-        body: &'a str,
-    },
-}

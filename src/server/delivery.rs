@@ -9,7 +9,6 @@ use tokio::sync::TryAcquireError;
 
 use super::config::DELIVERY_OVERHEAD_BYTES;
 use super::registry::Recipient;
-use crate::protocol::frames::PushRef;
 use crate::protocol::{codec, CloseCode, Status};
 
 /// One message on its way to a recipient.
@@ -20,14 +19,13 @@ pub struct Delivery<'a> {
     pub from: &'a str,
     /// Server clock, Unix milliseconds.
     pub sent_at_ms: u64,
-    /// The message text.
-    pub body: &'a str,
+    /// The message text: a slice of the received request, valid UTF-8.
+    pub body: Bytes,
 }
 
 /// Deliver `message` to `recipient` and say what happened, always within `deadline`.
 pub async fn deliver(recipient: &Recipient, message: Delivery<'_>, deadline: Duration) -> Status {
-    // Charge the backlog before encoding, so a busy recipient costs no copy of
-    // the body. The fixed part of a Deliver frame (variant index 1 byte, id and
+    // Charge the backlog first, so a busy recipient costs nothing more. The fixed part of a Deliver frame (variant index 1 byte, id and
     // timestamp at most 9 each, name length 1, body length at most 5) is at
     // most 25 bytes.
     let frame_bytes = 25 + message.from.len() + message.body.len();
@@ -37,16 +35,18 @@ pub async fn deliver(recipient: &Recipient, message: Delivery<'_>, deadline: Dur
         Err(TryAcquireError::NoPermits) => return Status::RecipientBusy,
         Err(TryAcquireError::Closed) => return Status::NotConnected,
     };
-    let frame = match codec::encode(&PushRef::Deliver {
-        id: message.id,
-        from: message.from,
-        sent_at_ms: message.sent_at_ms,
-        body: message.body,
-    }) {
-        Ok(frame) => frame,
+    // The body goes out as the very bytes it arrived in; only the header is new.
+    let header = match codec::encode_deliver_header(
+        message.id,
+        message.from,
+        message.sent_at_ms,
+        message.body.len(),
+    ) {
+        Ok(header) => Bytes::from(header),
         // Only possible if the caller skipped the body size check.
         Err(_) => return Status::TooLarge,
     };
+    let frame = [header, message.body];
     match tokio::time::timeout(deadline, send_on_new_stream(&recipient.connection, frame)).await {
         Ok(Ok(())) => Status::Delivered,
         Ok(Err(())) => Status::NotConnected,
@@ -62,11 +62,9 @@ pub async fn deliver(recipient: &Recipient, message: Delivery<'_>, deadline: Dur
 
 /// Open a stream, write the frame, finish, and wait for the peer's acknowledgement.
 /// `Err` means the recipient went away or refused the stream.
-async fn send_on_new_stream(connection: &quinn::Connection, frame: Vec<u8>) -> Result<(), ()> {
+async fn send_on_new_stream(connection: &quinn::Connection, frame: [Bytes; 2]) -> Result<(), ()> {
     let mut stream = connection.open_uni().await.map_err(drop)?;
-    codec::write_encoded(&mut stream, Bytes::from(frame))
-        .await
-        .map_err(drop)?;
+    codec::write_parts(&mut stream, frame).await.map_err(drop)?;
     match stream.stopped().await {
         // All data acknowledged.
         Ok(None) => Ok(()),

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, Instrument};
@@ -258,7 +259,7 @@ async fn handle_request(
     let limits = &session.shared.limits;
     let bytes =
         match tokio::time::timeout(limits.request_timeout, read_frame_bytes(&mut recv)).await {
-            Ok(Ok(bytes)) => bytes,
+            Ok(Ok(bytes)) => Bytes::from(bytes),
             Ok(Err(FrameError::TooLong)) => {
                 debug!("request over the frame limit");
                 return CloseCode::ProtocolError
@@ -273,7 +274,7 @@ async fn handle_request(
         };
     let reply = match decode_borrowed::<RequestRef>(&bytes) {
         Ok(RequestRef::Send { to, body }) => {
-            let (id, status) = session.send(to, body).await;
+            let (id, status) = session.send(to, bytes.slice_ref(body.as_bytes())).await;
             Reply::Receipt { id, status }
         }
         Ok(RequestRef::ListUsers) => Reply::Users {
@@ -293,7 +294,8 @@ async fn handle_request(
 
 impl Session {
     /// Handle one Send: every Send gets a fresh id and exactly one status.
-    async fn send(&self, to: &str, body: &str) -> (u64, Status) {
+    /// `body` is valid UTF-8: a slice of the decoded request.
+    async fn send(&self, to: &str, body: Bytes) -> (u64, Status) {
         let shared = &*self.shared;
         let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
         // The contract gives an over-long body TooLarge whatever else is wrong.
