@@ -71,11 +71,6 @@ impl ServerProcess {
         })
     }
 
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// CPU time (user + system) the server has used so far.
     pub fn cpu_time(&self) -> Option<Duration> {
         cpu_time_of(self.child.id())

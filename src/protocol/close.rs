@@ -46,16 +46,6 @@ impl CloseCode {
         })
     }
 
-    /// The close code the peer gave, when a connection ended with an application close.
-    pub fn of_error(error: &ConnectionError) -> Option<Self> {
-        match error {
-            ConnectionError::ApplicationClosed(close) => {
-                Self::from_code(close.error_code.into_inner())
-            }
-            _ => None,
-        }
-    }
-
     /// Close `connection` with this code and a short human-readable reason.
     pub fn close(self, connection: &quinn::Connection, reason: &str) {
         connection.close(self.var_int(), reason.as_bytes());

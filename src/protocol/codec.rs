@@ -117,7 +117,7 @@ pub async fn write_frame<T: Serialize>(
     send: &mut quinn::SendStream,
     value: &T,
 ) -> Result<(), FrameError> {
-    write_encoded(send, Bytes::from(encode(value)?)).await
+    write_parts(send, [Bytes::from(encode(value)?)]).await
 }
 
 /// The bytes of a `Push::Deliver` frame up to, not including, the body's
@@ -135,21 +135,14 @@ pub fn encode_deliver_header(
     encode(&(DELIVER, id, from, sent_at_ms, body_len as u64))
 }
 
-/// Write a frame given as consecutive parts, and finish the stream.
+/// Write a frame given as consecutive parts (without copying them), and finish the stream.
 pub async fn write_parts(
     send: &mut quinn::SendStream,
-    parts: [Bytes; 2],
+    parts: impl IntoIterator<Item = Bytes>,
 ) -> Result<(), FrameError> {
     for part in parts {
         send.write_chunk(part).await?;
     }
-    send.finish()?;
-    Ok(())
-}
-
-/// Write an already encoded frame and finish the stream.
-pub async fn write_encoded(send: &mut quinn::SendStream, frame: Bytes) -> Result<(), FrameError> {
-    send.write_chunk(frame).await?;
     send.finish()?;
     Ok(())
 }

@@ -79,11 +79,6 @@ impl Registry {
         self.read().get(key).cloned()
     }
 
-    /// Every registered name, sorted by its lowercased form.
-    pub fn names(&self) -> Vec<String> {
-        self.names_fitting(usize::MAX)
-    }
-
     /// The first registered names, sorted by their lowercased form, that fit in
     /// a `Users` frame of at most `frame_bytes` bytes. With the longest names a
     /// 73,728-byte frame holds 2,234 of them; a larger server lists a prefix.
@@ -96,16 +91,6 @@ impl Registry {
             .collect();
         entries.sort_unstable_by_key(|entry| entry.0);
         prefix_fitting(entries.into_iter().map(|(_, name)| name), frame_bytes)
-    }
-
-    /// How many users are online.
-    pub fn len(&self) -> usize {
-        self.read().len()
-    }
-
-    /// Whether nobody is online.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     // A poisoned lock only means another thread panicked while holding it; the
