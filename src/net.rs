@@ -49,3 +49,24 @@ fn bind_with_buffers(addr: SocketAddr, dual_stack: bool) -> std::io::Result<UdpS
     socket.bind(&addr.into())?;
     Ok(socket.into())
 }
+
+/// Path-MTU discovery settings shared by server and client: probe the usual
+/// Ethernet ceiling (1,452-byte UDP payloads) in two steps instead of quinn's
+/// default four.
+///
+/// quinn starts at 1,200 bytes and binary-searches up to the ceiling until a
+/// step is smaller than `minimum_change` (20 bytes by default): probes of 1,326,
+/// 1,389, 1,420 and 1,452 bytes, each way, on every connection, each one padded
+/// and acknowledged. With the minimum change at half the range the
+/// search probes 1,326 and then the ceiling, and settles on 1,452 where the path
+/// allows it (nearly everywhere) and on 1,326 where it does not. That halves the
+/// probing every new connection pays for; see docs/BENCHMARKS.md.
+pub fn mtu_discovery() -> quinn::MtuDiscoveryConfig {
+    const INITIAL: u16 = 1_200;
+    const CEILING: u16 = 1_452;
+    let mut config = quinn::MtuDiscoveryConfig::default();
+    config
+        .upper_bound(CEILING)
+        .minimum_change((CEILING - INITIAL) / 2);
+    config
+}

@@ -316,11 +316,11 @@ fn restrict_permissions(path: &Path) -> Result<(), TlsError> {
     Ok(())
 }
 
-/// ring's TLS provider, preferring AES-128-GCM with SHA-256: as secure for
+/// aws-lc-rs's TLS provider, preferring AES-128-GCM with SHA-256: as secure for
 /// this use, and cheaper than AES-256/SHA-384 both per handshake (SHA-384's
 /// key schedule showed up at 9% of handshake CPU) and per QUIC packet.
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    use rustls::crypto::ring::{cipher_suite, default_provider};
+    use rustls::crypto::aws_lc_rs::{cipher_suite, default_provider};
     Arc::new(rustls::crypto::CryptoProvider {
         cipher_suites: vec![
             cipher_suite::TLS13_AES_128_GCM_SHA256,
@@ -341,7 +341,10 @@ pub fn server_crypto(identity: ServerIdentity) -> Result<Arc<QuicServerConfig>, 
     config.key_log = Arc::new(rustls::KeyLogFile::new());
     // Stateless session tickets: returning clients resume without a full
     // handshake, and the server keeps no per-client session state.
-    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+    // One ticket per connection is enough for a client that reconnects one
+    // connection at a time, and each ticket costs an encryption and ~200 bytes.
+    config.send_tls13_tickets = 1;
     let quic = QuicServerConfig::try_from(config).map_err(|e| TlsError::Quic(e.to_string()))?;
     Ok(Arc::new(quic))
 }

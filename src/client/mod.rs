@@ -467,7 +467,8 @@ fn client_transport(config: &ClientConfig) -> Arc<quinn::TransportConfig> {
         // Support the ACK-frequency extension, so the server can ask us to
         // acknowledge deliveries promptly; and ask the server to acknowledge our
         // requests sparingly, since its Receipt acknowledges them anyway.
-        .ack_frequency_config(Some(sparse_acks()));
+        .ack_frequency_config(Some(sparse_acks()))
+        .mtu_discovery_config(Some(crate::net::mtu_discovery()));
     Arc::new(transport)
 }
 

@@ -113,6 +113,7 @@ impl Limits {
                     .unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(30_000))),
             ))
             .ack_frequency_config(Some(prompt_acks()))
+            .mtu_discovery_config(Some(crate::net::mtu_discovery()))
             .enable_segmentation_offload(self.segmentation_offload);
         Arc::new(transport)
     }

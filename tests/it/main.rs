@@ -15,4 +15,5 @@ mod soak;
 mod terminal;
 mod terminal_safety;
 mod tls;
+mod transport;
 mod wire;
