@@ -20,12 +20,28 @@ fn histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 100_000_000, 3).expect("valid histogram bounds")
 }
 
-/// A body of `size` bytes (at least the stamp) starting with `nanos` since `epoch`.
-fn stamped_body(epoch: Instant, size: usize) -> String {
-    let nanos = epoch.elapsed().as_nanos();
-    let mut body = format!("{nanos:0width$}", width = STAMP_DIGITS);
-    body.extend(std::iter::repeat_n('x', size.saturating_sub(STAMP_DIGITS)));
-    body
+/// A reusable message body of a fixed size: the send timestamp, then filler.
+struct StampedBody {
+    text: String,
+}
+
+impl StampedBody {
+    /// A body of `size` bytes (at least the stamp).
+    fn new(size: usize) -> Self {
+        let mut text = "0".repeat(STAMP_DIGITS);
+        text.push_str(&"x".repeat(size.saturating_sub(STAMP_DIGITS)));
+        StampedBody { text }
+    }
+
+    /// The body, its stamp set to now: nanoseconds since `epoch`. Rewrites only
+    /// the stamp, so that making a body costs the generator next to nothing.
+    fn stamp(&mut self, epoch: Instant) -> &str {
+        let nanos = epoch.elapsed().as_nanos();
+        let stamp = format!("{nanos:0width$}", width = STAMP_DIGITS);
+        // Same length in and out: replaced in place, the filler is not moved.
+        self.text.replace_range(..STAMP_DIGITS, &stamp[..STAMP_DIGITS]);
+        &self.text
+    }
 }
 
 /// Microseconds since the stamp at the front of `body`.
@@ -104,10 +120,11 @@ pub async fn messages(
             let size = config.body_bytes;
             sending.spawn(async move {
                 let mut receipt_latencies = histogram();
+                let mut body = StampedBody::new(size);
                 while !phase.stopped.load(Ordering::Relaxed) {
-                    let body = stamped_body(phase.epoch, size);
+                    let body = body.stamp(phase.epoch);
                     let sent = Instant::now();
-                    match client.send(&to, &body).await {
+                    match client.send(&to, body).await {
                         Ok(receipt) if phase.measuring.load(Ordering::Relaxed) => {
                             statuses[receipt.status as usize].fetch_add(1, Ordering::Relaxed);
                             let us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -331,4 +348,29 @@ pub async fn idle(
         rss_per_connection_kib: per_connection,
         ..Report::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stamped_body_keeps_its_size_and_carries_its_send_time() {
+        let epoch = Instant::now() - Duration::from_millis(5);
+        let mut body = StampedBody::new(4096);
+        let first = body.stamp(epoch).to_owned();
+        assert_eq!(first.len(), 4096);
+        assert!(first[STAMP_DIGITS..].bytes().all(|b| b == b'x'));
+        let stamped_at: u128 = first[..STAMP_DIGITS].parse().expect("digits");
+        assert!(stamped_at >= 5_000_000, "stamped {stamped_at} ns after the epoch");
+        let age = latency_us(epoch, &first).expect("a stamp");
+        assert!(age < 60_000_000, "{age} µs");
+        // Restamping rewrites the stamp only.
+        let second = body.stamp(epoch - Duration::from_secs(1)).to_owned();
+        assert_eq!(second.len(), 4096);
+        assert_ne!(first[..STAMP_DIGITS], second[..STAMP_DIGITS]);
+        assert_eq!(first[STAMP_DIGITS..], second[STAMP_DIGITS..]);
+        // A body no bigger than the stamp is just the stamp.
+        assert_eq!(StampedBody::new(3).stamp(epoch).len(), STAMP_DIGITS);
+    }
 }
