@@ -43,6 +43,9 @@ pub struct BenchArgs {
     /// CA certificate of the server to measure (needed with SERVER).
     #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
+    /// Process id of SERVER on this machine, to report its CPU time per operation and memory (Linux).
+    #[arg(long, value_name = "PID", requires = "server")]
+    pub server_pid: Option<u32>,
     /// What to measure.
     #[arg(long, short, value_enum, default_value = "pairs")]
     pub workload: Workload,
@@ -78,6 +81,7 @@ impl BenchArgs {
         BenchConfig {
             server: self.server,
             ca: self.ca,
+            server_pid: self.server_pid,
             workload: self.workload,
             clients: self.clients.max(1),
             in_flight: self.in_flight.max(1),

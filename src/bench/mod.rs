@@ -47,6 +47,8 @@ pub struct BenchConfig {
     pub server: Option<String>,
     /// CA file for `server` (ignored when the bench starts its own).
     pub ca: Option<PathBuf>,
+    /// Process id of `server`, to read its CPU time and memory (Linux).
+    pub server_pid: Option<u32>,
     /// What to measure.
     pub workload: Workload,
     /// Senders (pairs, fanin), concurrent connectors (connect) or connections (idle).
@@ -79,6 +81,9 @@ pub enum BenchError {
     /// An address was given without `--ca`.
     #[error("measuring a running server needs --ca FILE")]
     NoCa,
+    /// `--server-pid` names no process whose CPU time can be read.
+    #[error("cannot read the CPU time of process {0} (is it running, on Linux?)")]
+    NoProcess(u32),
 }
 
 /// Run one benchmark and report what it measured.
@@ -95,7 +100,13 @@ pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     let mut client_config = ClientConfig::new(addr, "bench", ca);
     client_config.tls_resumption = config.tls_resumption;
     let connector = Connector::new(&client_config).await?;
-    let meter = Meter::new(child.as_ref(), config.progress);
+    let server_pid = match (&child, config.server_pid) {
+        (Some(child), _) => Some(child.pid()),
+        (None, Some(pid)) if server_process::cpu_time_of(pid).is_some() => Some(pid),
+        (None, Some(pid)) => return Err(BenchError::NoProcess(pid)),
+        (None, None) => None,
+    };
+    let meter = Meter::new(server_pid, config.progress);
     let result = match config.workload {
         Workload::Pairs | Workload::Fanin => workloads::messages(config, &connector, &meter).await,
         Workload::Connect => workloads::connect(config, &connector, &meter).await,
@@ -113,9 +124,10 @@ pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     Ok(report)
 }
 
-/// Progress display and the child server's meters.
-pub struct Meter<'a> {
-    server: Option<&'a ServerProcess>,
+/// Progress display and the server process's meters.
+pub struct Meter {
+    /// The server's process id, when its CPU and memory can be read.
+    server_pid: Option<u32>,
     bar: ProgressBar,
 }
 
@@ -145,8 +157,8 @@ impl Window {
     }
 }
 
-impl<'a> Meter<'a> {
-    fn new(server: Option<&'a ServerProcess>, progress: bool) -> Self {
+impl Meter {
+    fn new(server_pid: Option<u32>, progress: bool) -> Self {
         let bar = if progress {
             ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr())
         } else {
@@ -157,7 +169,7 @@ impl<'a> Meter<'a> {
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
         );
-        Meter { server, bar }
+        Meter { server_pid, bar }
     }
 
     /// Show `label` and wait `length`, advancing the bar.
@@ -191,22 +203,22 @@ impl<'a> Meter<'a> {
     pub fn mark(&self) -> Mark {
         Mark {
             wall: Instant::now(),
-            cpu: self.server.and_then(|s| s.cpu_time()),
+            cpu: self.server_pid.and_then(server_process::cpu_time_of),
         }
     }
 
     /// The window since `mark`.
     pub fn elapsed_since(&self, mark: &Mark) -> Window {
-        let cpu_now = self.server.and_then(|s| s.cpu_time());
+        let cpu_now = self.server_pid.and_then(server_process::cpu_time_of);
         Window {
             wall: mark.wall.elapsed(),
             server_cpu: mark.cpu.zip(cpu_now).map(|(a, b)| b.saturating_sub(a)),
         }
     }
 
-    /// The child server's resident memory, in bytes.
+    /// The server's resident memory, in bytes.
     pub fn server_rss(&self) -> Option<u64> {
-        self.server.and_then(|s| s.rss_bytes())
+        self.server_pid.and_then(server_process::rss_of)
     }
 
     fn finish(&self) {

@@ -71,14 +71,9 @@ impl ServerProcess {
         })
     }
 
-    /// CPU time (user + system) the server has used so far.
-    pub fn cpu_time(&self) -> Option<Duration> {
-        cpu_time_of(self.child.id())
-    }
-
-    /// Resident memory of the server now, in bytes.
-    pub fn rss_bytes(&self) -> Option<u64> {
-        rss_of(self.child.id())
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Ask for a graceful shutdown (EXIT on its console); kill it if it lingers.

@@ -39,7 +39,8 @@ impl StampedBody {
         let nanos = epoch.elapsed().as_nanos();
         let stamp = format!("{nanos:0width$}", width = STAMP_DIGITS);
         // Same length in and out: replaced in place, the filler is not moved.
-        self.text.replace_range(..STAMP_DIGITS, &stamp[..STAMP_DIGITS]);
+        self.text
+            .replace_range(..STAMP_DIGITS, &stamp[..STAMP_DIGITS]);
         &self.text
     }
 }
@@ -68,7 +69,7 @@ impl Phase {
     }
 
     /// Warm up, measure for the configured window, then tell the workers to stop.
-    async fn run(&self, config: &BenchConfig, meter: &Meter<'_>) -> Window {
+    async fn run(&self, config: &BenchConfig, meter: &Meter) -> Window {
         meter.phase("warm-up", config.warmup).await;
         let window_start = meter.mark();
         self.measuring.store(true, Ordering::Relaxed);
@@ -84,7 +85,7 @@ impl Phase {
 pub async fn messages(
     config: &BenchConfig,
     connector: &Connector,
-    meter: &Meter<'_>,
+    meter: &Meter,
 ) -> Result<Report, BenchError> {
     let senders = config.clients.max(1);
     let receivers = if config.workload == Workload::Fanin {
@@ -237,7 +238,7 @@ fn status_name(index: usize) -> &'static str {
 pub async fn connect(
     config: &BenchConfig,
     connector: &Connector,
-    meter: &Meter<'_>,
+    meter: &Meter,
 ) -> Result<Report, BenchError> {
     let phase = Phase::new();
     let errors = Arc::new(AtomicU64::new(0));
@@ -298,7 +299,7 @@ pub async fn connect(
 pub async fn idle(
     config: &BenchConfig,
     connector: &Connector,
-    meter: &Meter<'_>,
+    meter: &Meter,
 ) -> Result<Report, BenchError> {
     let before = meter.server_rss();
     let run = std::process::id();
@@ -362,7 +363,10 @@ mod tests {
         assert_eq!(first.len(), 4096);
         assert!(first[STAMP_DIGITS..].bytes().all(|b| b == b'x'));
         let stamped_at: u128 = first[..STAMP_DIGITS].parse().expect("digits");
-        assert!(stamped_at >= 5_000_000, "stamped {stamped_at} ns after the epoch");
+        assert!(
+            stamped_at >= 5_000_000,
+            "stamped {stamped_at} ns after the epoch"
+        );
         let age = latency_us(epoch, &first).expect("a stamp");
         assert!(age < 60_000_000, "{age} µs");
         // Restamping rewrites the stamp only.

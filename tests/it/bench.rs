@@ -1,7 +1,7 @@
 //! `quic-chat bench` runs each workload briefly and reports sane figures.
 //! (Speed itself is measured by hand and recorded in docs/BENCHMARKS.md.)
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 const BIN: &str = env!("CARGO_BIN_EXE_quic-chat");
 
@@ -69,4 +69,44 @@ fn fanin_connect_and_idle_run() {
     assert_eq!(idle["count"], 20, "{idle}");
     let per_connection = idle["rss_per_connection_kib"].as_f64().unwrap();
     assert!(per_connection < 1024.0, "{idle}");
+}
+
+#[test]
+fn a_running_server_is_measured_through_its_pid() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, port, ca) = crate::cli::start_server(dir.path(), Stdio::null());
+    let (addr, ca) = (format!("127.0.0.1:{port}"), dir.path().join(ca));
+    let ca = ca.to_str().unwrap();
+    let pairs = ["-w", "pairs", "-n", "2", "--in-flight", "2", "-d", "0.5"];
+    let pid = server.child.id().to_string();
+    let measured = bench(
+        &[
+            &[addr.as_str(), "--ca", ca, "--server-pid", &pid][..],
+            &pairs,
+        ]
+        .concat(),
+    );
+    assert!(measured["count"].as_u64().unwrap() > 0, "{measured}");
+    assert!(
+        measured["server_cpu_us_per_op"].as_f64().unwrap() > 0.0,
+        "{measured}"
+    );
+    assert!(
+        measured["server_rss_kib"].as_u64().unwrap() > 1000,
+        "{measured}"
+    );
+    let unmeasured = bench(&[&[addr.as_str(), "--ca", ca][..], &pairs].concat());
+    assert!(unmeasured["count"].as_u64().unwrap() > 0, "{unmeasured}");
+    assert!(unmeasured["server_cpu_us_per_op"].is_null(), "{unmeasured}");
+
+    let no_such = Command::new(BIN)
+        .args(["bench", &addr, "--ca", ca, "--server-pid", "999999999"])
+        .output()
+        .expect("bench runs");
+    assert!(!no_such.status.success());
+    let stderr = String::from_utf8_lossy(&no_such.stderr);
+    assert!(
+        stderr.contains("cannot read the CPU time of process 999999999"),
+        "{stderr}"
+    );
 }
