@@ -316,17 +316,28 @@ fn restrict_permissions(path: &Path) -> Result<(), TlsError> {
     Ok(())
 }
 
-/// aws-lc-rs's TLS provider, preferring AES-128-GCM with SHA-256: as secure for
-/// this use, and cheaper than AES-256/SHA-384 both per handshake (SHA-384's
-/// key schedule showed up at 9% of handshake CPU) and per QUIC packet.
+/// The TLS provider: ring, with aws-lc-rs's key exchange, preferring
+/// AES-128-GCM with SHA-256.
+///
+/// - Key exchange from aws-lc-rs: its X25519 (s2n-bignum) took 7-9% of the
+///   server's handshake CPU where ring's took 18% (perf, connect workload).
+/// - Everything else from ring: its AES-GCM packet keys are smaller than
+///   aws-lc-rs's, and a QUIC connection holds four of them for its whole life
+///   (both directions, current and next key phase): 35.2 KiB of server memory
+///   per idle connection against 36.2 KiB with aws-lc-rs throughout, and
+///   handshakes were no slower (docs/BENCHMARKS.md).
+/// - AES-128-GCM/SHA-256 first: as secure for this use, and cheaper than
+///   AES-256/SHA-384 both per handshake (SHA-384's key schedule showed up at 9%
+///   of handshake CPU) and per QUIC packet.
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    use rustls::crypto::aws_lc_rs::{cipher_suite, default_provider};
+    use rustls::crypto::ring::{cipher_suite, default_provider};
     Arc::new(rustls::crypto::CryptoProvider {
         cipher_suites: vec![
             cipher_suite::TLS13_AES_128_GCM_SHA256,
             cipher_suite::TLS13_AES_256_GCM_SHA384,
             cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
         ],
+        kx_groups: rustls::crypto::aws_lc_rs::default_provider().kx_groups,
         ..default_provider()
     })
 }
@@ -341,7 +352,7 @@ pub fn server_crypto(identity: ServerIdentity) -> Result<Arc<QuicServerConfig>, 
     config.key_log = Arc::new(rustls::KeyLogFile::new());
     // Stateless session tickets: returning clients resume without a full
     // handshake, and the server keeps no per-client session state.
-    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()?;
+    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
     // One ticket per connection is enough for a client that reconnects one
     // connection at a time, and each ticket costs an encryption and ~200 bytes.
     config.send_tls13_tickets = 1;

@@ -115,7 +115,7 @@ pub async fn raw_connect_alpn(
     for cert in quic_chat::tls::read_chain(&server.ca).unwrap() {
         roots.add(cert).unwrap();
     }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut crypto = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()
