@@ -67,6 +67,12 @@ impl Server {
         let ca_path = identity.ca_path.clone();
         let mut server_config = quinn::ServerConfig::with_crypto(tls::server_crypto(identity)?);
         server_config.transport_config(config.limits.transport());
+        // One address-validation token per connection (quinn sends two): a
+        // client reconnecting later uses it to skip a Retry round trip when the
+        // server is busy, and a client reconnects one connection at a time.
+        let mut tokens = quinn::ValidationTokenConfig::default();
+        tokens.sent(1);
+        server_config.validation_token_config(tokens);
         let socket = crate::net::bind_udp(config.bind).map_err(|source| ServerError::Bind {
             addr: config.bind,
             source,
