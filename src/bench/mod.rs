@@ -131,10 +131,11 @@ pub struct Meter {
     bar: ProgressBar,
 }
 
-/// A point in time, with the server's CPU time then.
+/// A point in time, with the server's and the generator's CPU time then.
 pub struct Mark {
     wall: Instant,
     cpu: Option<Duration>,
+    own_cpu: Option<Duration>,
 }
 
 /// A measured window: its length and the server CPU time spent in it.
@@ -143,11 +144,16 @@ pub struct Window {
     pub wall: Duration,
     /// Server CPU time (user + system) within it.
     pub server_cpu: Option<Duration>,
+    /// The generator's own CPU time within it.
+    pub generator_cpu: Option<Duration>,
 }
 
 impl Window {
-    /// Put the server CPU figures for `ops` operations into `report`.
+    /// Put the server and generator CPU figures for `ops` operations into `report`.
     pub fn fill(&self, report: &mut Report, ops: u64) {
+        if let Some(cpu) = self.generator_cpu.filter(|_| ops > 0) {
+            report.generator_cpu_us_per_op = Some(cpu.as_secs_f64() * 1e6 / ops as f64);
+        }
         if let Some(cpu) = self.server_cpu {
             if ops > 0 {
                 report.server_cpu_us_per_op = Some(cpu.as_secs_f64() * 1e6 / ops as f64);
@@ -204,6 +210,7 @@ impl Meter {
         Mark {
             wall: Instant::now(),
             cpu: self.server_pid.and_then(server_process::cpu_time_of),
+            own_cpu: server_process::cpu_time_of(std::process::id()),
         }
     }
 
@@ -213,6 +220,10 @@ impl Meter {
         Window {
             wall: mark.wall.elapsed(),
             server_cpu: mark.cpu.zip(cpu_now).map(|(a, b)| b.saturating_sub(a)),
+            generator_cpu: mark
+                .own_cpu
+                .zip(server_process::cpu_time_of(std::process::id()))
+                .map(|(a, b)| b.saturating_sub(a)),
         }
     }
 

@@ -31,6 +31,9 @@ pub struct Report {
     pub server_cpu_us_per_op: Option<f64>,
     /// Server CPU use over the window, in cores (1.0 = one core busy).
     pub server_cores: Option<f64>,
+    /// The load generator's own CPU time per operation, in microseconds: what
+    /// the clients' side cost, when generator and server share the machine.
+    pub generator_cpu_us_per_op: Option<f64>,
     /// Server resident memory at the end, in KiB.
     pub server_rss_kib: Option<u64>,
     /// Server resident memory per held connection (idle), in KiB.
@@ -111,6 +114,9 @@ impl Report {
         }
         if let Some(cores) = self.server_cores {
             rows.push(("server CPU".into(), format!("{cores:.2} cores")));
+        }
+        if let Some(cpu) = self.generator_cpu_us_per_op {
+            rows.push(("generator CPU per op".into(), format!("{cpu:.2} µs")));
         }
         if let Some(rss) = self.server_rss_kib {
             rows.push(("server RSS".into(), format!("{rss} KiB")));

@@ -52,6 +52,10 @@ fn pairs_reports_throughput_latency_and_server_cost() {
         report["server_rss_kib"].as_u64().unwrap() > 1000,
         "{report}"
     );
+    assert!(
+        report["generator_cpu_us_per_op"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
     assert_eq!(report["errors"], 0);
 }
 
