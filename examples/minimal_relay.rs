@@ -32,8 +32,8 @@ async fn main() -> anyhow::Result<()> {
     let addr: SocketAddr = args.next().unwrap_or("127.0.0.1:4500".into()).parse()?;
     let dir = args.next().unwrap_or("certs".into());
     let identity = quic_chat::tls::load_or_create(dir.as_ref(), &[])?;
-    // quinn's default crypto provider (aws-lc-rs) with rustls's defaults.
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    // The crypto provider of quinn's default features (ring), rustls's defaults.
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut crypto = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()

@@ -321,6 +321,8 @@ fn restrict_permissions(path: &Path) -> Result<(), TlsError> {
 ///
 /// - Key exchange from aws-lc-rs: its X25519 (s2n-bignum) took 7-9% of the
 ///   server's handshake CPU where ring's took 18% (perf, connect workload).
+///   Our client offers X25519; a client that prefers the post-quantum hybrid
+///   X25519MLKEM768 gets it (a larger handshake, at that client's choice).
 /// - Everything else from ring: its AES-GCM packet keys are smaller than
 ///   aws-lc-rs's, and a QUIC connection holds four of them for its whole life
 ///   (both directions, current and next key phase): 35.2 KiB of server memory
@@ -330,6 +332,7 @@ fn restrict_permissions(path: &Path) -> Result<(), TlsError> {
 ///   AES-256/SHA-384 both per handshake (SHA-384's key schedule showed up at 9%
 ///   of handshake CPU) and per QUIC packet.
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    use rustls::crypto::aws_lc_rs::kx_group;
     use rustls::crypto::ring::{cipher_suite, default_provider};
     Arc::new(rustls::crypto::CryptoProvider {
         cipher_suites: vec![
@@ -337,7 +340,12 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
             cipher_suite::TLS13_AES_256_GCM_SHA384,
             cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
         ],
-        kx_groups: rustls::crypto::aws_lc_rs::default_provider().kx_groups,
+        kx_groups: vec![
+            kx_group::X25519,
+            kx_group::SECP256R1,
+            kx_group::SECP384R1,
+            kx_group::X25519MLKEM768,
+        ],
         ..default_provider()
     })
 }

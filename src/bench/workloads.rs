@@ -369,8 +369,13 @@ mod tests {
         );
         let age = latency_us(epoch, &first).expect("a stamp");
         assert!(age < 60_000_000, "{age} µs");
-        // Restamping rewrites the stamp only.
+        // Restamping rewrites the stamp only, in place.
+        let (address, capacity) = (body.text.as_ptr(), body.text.capacity());
         let second = body.stamp(epoch - Duration::from_secs(1)).to_owned();
+        assert_eq!(
+            (body.text.as_ptr(), body.text.capacity()),
+            (address, capacity)
+        );
         assert_eq!(second.len(), 4096);
         assert_ne!(first[..STAMP_DIGITS], second[..STAMP_DIGITS]);
         assert_eq!(first[STAMP_DIGITS..], second[STAMP_DIGITS..]);

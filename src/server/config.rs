@@ -128,3 +128,20 @@ pub fn prompt_acks() -> quinn::AckFrequencyConfig {
         .ack_eliciting_threshold(quinn::VarInt::from_u32(0));
     config
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The server probes the path MTU the same two-step way as the client
+    /// (tests/it/transport.rs checks the client's probes on a real connection).
+    #[test]
+    fn the_server_uses_the_shared_mtu_discovery() {
+        let transport = format!("{:?}", Limits::default().transport());
+        let shared = format!("{:?}", crate::net::mtu_discovery());
+        assert!(
+            transport.contains(&format!("mtu_discovery_config: Some({shared})")),
+            "{transport}"
+        );
+    }
+}

@@ -78,7 +78,8 @@ fn fanin_connect_and_idle_run() {
 #[test]
 fn a_running_server_is_measured_through_its_pid() {
     let dir = tempfile::tempdir().unwrap();
-    let (server, port, ca) = crate::cli::start_server(dir.path(), Stdio::null());
+    let (server, port, ca) =
+        crate::cli::start_server_with(dir.path(), Stdio::null(), &["--rate-limit", "0"], &[]);
     let (addr, ca) = (format!("127.0.0.1:{port}"), dir.path().join(ca));
     let ca = ca.to_str().unwrap();
     let pairs = ["-w", "pairs", "-n", "2", "--in-flight", "2", "-d", "0.5"];
@@ -91,6 +92,16 @@ fn a_running_server_is_measured_through_its_pid() {
         .concat(),
     );
     assert!(measured["count"].as_u64().unwrap() > 0, "{measured}");
+    assert_eq!(measured["errors"], 0, "{measured}");
+    assert_eq!(
+        measured["statuses"].as_object().unwrap().len(),
+        1,
+        "{measured}"
+    );
+    assert!(
+        measured["statuses"]["delivered"].as_u64().unwrap() > 0,
+        "{measured}"
+    );
     assert!(
         measured["server_cpu_us_per_op"].as_f64().unwrap() > 0.0,
         "{measured}"

@@ -143,25 +143,32 @@ impl Drop for Proc {
 
 /// Start `quic-chat server --port 0` in `dir`; returns it with its port and CA path.
 pub(crate) fn start_server(dir: &Path, stdin: Stdio) -> (Proc, u16, String) {
-    start_server_with_env(dir, stdin, &[])
+    start_server_with(dir, stdin, &[], &[])
 }
 
 /// [`start_server`] with extra environment variables.
 fn start_server_with_env(dir: &Path, stdin: Stdio, env: &[(&str, &Path)]) -> (Proc, u16, String) {
-    let server = Proc::spawn_with_env(
-        &[
-            "server",
-            "--port",
-            "0",
-            "--bind",
-            "127.0.0.1",
-            "--cert-dir",
-            "certs",
-        ],
-        dir,
-        stdin,
-        env,
-    );
+    start_server_with(dir, stdin, &[], env)
+}
+
+/// [`start_server`] with extra server arguments and environment variables.
+pub(crate) fn start_server_with(
+    dir: &Path,
+    stdin: Stdio,
+    extra_args: &[&str],
+    env: &[(&str, &Path)],
+) -> (Proc, u16, String) {
+    let mut args = vec![
+        "server",
+        "--port",
+        "0",
+        "--bind",
+        "127.0.0.1",
+        "--cert-dir",
+        "certs",
+    ];
+    args.extend_from_slice(extra_args);
+    let server = Proc::spawn_with_env(&args, dir, stdin, env);
     let listening = server.line();
     let port = listening
         .strip_prefix("listening on 127.0.0.1:")
