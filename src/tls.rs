@@ -6,6 +6,7 @@ use std::fs;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
@@ -350,8 +351,49 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     })
 }
 
-/// The rustls + quinn server crypto for `identity`: TLS 1.3 only, ALPN `quic-chat/1`.
-pub fn server_crypto(identity: ServerIdentity) -> Result<Arc<QuicServerConfig>, TlsError> {
+/// TLS counters of a running server.
+#[derive(Debug, Default)]
+pub struct TlsStats {
+    /// Session tickets that returning clients presented and the server could
+    /// decrypt: resumption attempts it can honour.
+    pub tickets_accepted: AtomicU64,
+}
+
+/// The server's ticketer, counting the tickets it takes back.
+#[derive(Debug)]
+struct CountingTicketer {
+    inner: Arc<dyn rustls::server::ProducesTickets>,
+    stats: Arc<TlsStats>,
+}
+
+impl rustls::server::ProducesTickets for CountingTicketer {
+    fn enabled(&self) -> bool {
+        self.inner.enabled()
+    }
+
+    fn lifetime(&self) -> u32 {
+        self.inner.lifetime()
+    }
+
+    fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
+        self.inner.encrypt(plain)
+    }
+
+    fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
+        let plain = self.inner.decrypt(cipher);
+        if plain.is_some() {
+            self.stats.tickets_accepted.fetch_add(1, Ordering::Relaxed);
+        }
+        plain
+    }
+}
+
+/// The rustls + quinn server crypto for `identity`: TLS 1.3 only, ALPN
+/// `quic-chat/1`; resumption is counted in `stats`.
+pub fn server_crypto(
+    identity: ServerIdentity,
+    stats: Arc<TlsStats>,
+) -> Result<Arc<QuicServerConfig>, TlsError> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_no_client_auth()
@@ -360,7 +402,10 @@ pub fn server_crypto(identity: ServerIdentity) -> Result<Arc<QuicServerConfig>, 
     config.key_log = Arc::new(rustls::KeyLogFile::new());
     // Stateless session tickets: returning clients resume without a full
     // handshake, and the server keeps no per-client session state.
-    config.ticketer = rustls::crypto::ring::Ticketer::new()?;
+    config.ticketer = Arc::new(CountingTicketer {
+        inner: rustls::crypto::ring::Ticketer::new()?,
+        stats,
+    });
     // One ticket per connection is enough for a client that reconnects one
     // connection at a time, and each ticket costs an encryption and ~200 bytes.
     config.send_tls13_tickets = 1;

@@ -58,6 +58,7 @@ pub struct Server {
     admission: Arc<Admission>,
     shared: Arc<Shared>,
     ca_path: Option<PathBuf>,
+    tls_stats: Arc<tls::TlsStats>,
 }
 
 impl Server {
@@ -65,7 +66,9 @@ impl Server {
     pub fn bind(config: ServerConfig) -> Result<Server, ServerError> {
         let identity = ServerIdentity::obtain(&config.cert)?;
         let ca_path = identity.ca_path.clone();
-        let mut server_config = quinn::ServerConfig::with_crypto(tls::server_crypto(identity)?);
+        let tls_stats = Arc::new(tls::TlsStats::default());
+        let crypto = tls::server_crypto(identity, Arc::clone(&tls_stats))?;
+        let mut server_config = quinn::ServerConfig::with_crypto(crypto);
         server_config.transport_config(config.limits.transport());
         // One address-validation token per connection (quinn sends two): a
         // client reconnecting later uses it to skip a Retry round trip when the
@@ -102,6 +105,7 @@ impl Server {
             admission,
             shared,
             ca_path,
+            tls_stats,
         })
     }
 
@@ -115,6 +119,11 @@ impl Server {
     /// Live admission counters (Retry packets sent, connections refused).
     pub fn admission_stats(&self) -> Arc<AdmissionStats> {
         self.admission.stats()
+    }
+
+    /// Live TLS counters (session tickets taken back for resumption).
+    pub fn tls_stats(&self) -> Arc<tls::TlsStats> {
+        Arc::clone(&self.tls_stats)
     }
 
     /// The CA certificate clients need, when the server made its own CA.

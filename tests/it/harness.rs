@@ -30,6 +30,7 @@ pub struct TestServer {
     pub ca: PathBuf,
     pub cert_dir: tempfile::TempDir,
     pub admission: Arc<quic_chat::server::admission::AdmissionStats>,
+    pub tls: Arc<quic_chat::tls::TlsStats>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -61,6 +62,7 @@ impl TestServer {
         let addr = server.local_addr();
         let ca = server.ca_path().expect("generated CA").to_owned();
         let admission = server.admission_stats();
+        let tls = server.tls_stats();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run(shutdown.clone()));
         TestServer {
@@ -68,6 +70,7 @@ impl TestServer {
             ca,
             cert_dir,
             admission,
+            tls,
             shutdown,
             task,
         }

@@ -1,4 +1,4 @@
-//! Certificate verification: a wrong CA, a wrong name and a wrong ALPN all fail clearly.
+//! TLS: a wrong CA, a wrong name and a wrong ALPN all fail clearly; sessions resume.
 
 use quic_chat::client::{Client, ClientError};
 
@@ -96,4 +96,36 @@ async fn a_certificate_the_operator_brings_is_served() {
     assert_eq!(client.welcome().online, 1);
     shutdown.cancel();
     within(SCENARIO, "shutdown", task).await.unwrap();
+}
+
+/// Two connections in turn through one `Connector`, with or without resumption;
+/// returns how many session tickets the server took back.
+async fn tickets_taken_back(resume: bool) -> u64 {
+    use std::sync::atomic::Ordering;
+    let server = TestServer::start().await;
+    let mut config = server.client_config("first");
+    config.tls_resumption = resume;
+    let connector = quic_chat::client::Connector::new(&config).await.unwrap();
+    // The ticket travels with HANDSHAKE_DONE, ahead of the Welcome.
+    let (first, _) = within(SCENARIO, "first connection", connector.connect("first"))
+        .await
+        .unwrap();
+    first.close().await;
+    let (second, _) = within(SCENARIO, "second connection", connector.connect("second"))
+        .await
+        .unwrap();
+    let taken_back = server.tls.tickets_accepted.load(Ordering::Relaxed);
+    second.close().await;
+    server.stop().await;
+    taken_back
+}
+
+#[tokio::test]
+async fn a_reconnecting_client_resumes_its_tls_session() {
+    assert_eq!(tickets_taken_back(true).await, 1);
+}
+
+#[tokio::test]
+async fn without_resumption_every_handshake_is_full() {
+    assert_eq!(tickets_taken_back(false).await, 0);
 }
