@@ -21,6 +21,18 @@ fn bench(args: &[&str]) -> serde_json::Value {
     serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("not JSON ({e}): {stdout}"))
 }
 
+/// The report carries the server's CPU per operation and its memory.
+fn assert_server_measured(report: &serde_json::Value) {
+    assert!(
+        report["server_cpu_us_per_op"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    assert!(
+        report["server_rss_kib"].as_u64().unwrap() > 1000,
+        "{report}"
+    );
+}
+
 #[test]
 fn pairs_reports_throughput_latency_and_server_cost() {
     let report = bench(&["-w", "pairs", "-n", "2", "--in-flight", "4", "-d", "1"]);
@@ -44,14 +56,7 @@ fn pairs_reports_throughput_latency_and_server_cost() {
         report["statuses"]["delivered"].as_u64().unwrap() > 0,
         "{report}"
     );
-    assert!(
-        report["server_cpu_us_per_op"].as_f64().unwrap() > 0.0,
-        "{report}"
-    );
-    assert!(
-        report["server_rss_kib"].as_u64().unwrap() > 1000,
-        "{report}"
-    );
+    assert_server_measured(&report);
     assert!(
         report["generator_cpu_us_per_op"].as_f64().unwrap() > 0.0,
         "{report}"
@@ -102,14 +107,7 @@ fn a_running_server_is_measured_through_its_pid() {
         measured["statuses"]["delivered"].as_u64().unwrap() > 0,
         "{measured}"
     );
-    assert!(
-        measured["server_cpu_us_per_op"].as_f64().unwrap() > 0.0,
-        "{measured}"
-    );
-    assert!(
-        measured["server_rss_kib"].as_u64().unwrap() > 1000,
-        "{measured}"
-    );
+    assert_server_measured(&measured);
     let unmeasured = bench(&[&[addr.as_str(), "--ca", ca][..], &pairs].concat());
     assert!(unmeasured["count"].as_u64().unwrap() > 0, "{unmeasured}");
     assert!(unmeasured["server_cpu_us_per_op"].is_null(), "{unmeasured}");
