@@ -96,8 +96,16 @@ async fn admit(
             return None;
         }
     };
-    let hello = tokio::time::timeout(shared.limits.hello_timeout, read_hello(&connection)).await;
-    let (mut send, protocol, username) = match hello {
+    // The Hello stream's send half lives here, not in the reading future: quinn
+    // finishes a dropped send stream, and an empty answer must not reach the
+    // client ahead of the close on the error paths below (timeout included).
+    let mut hello_stream = None;
+    let hello = tokio::time::timeout(
+        shared.limits.hello_timeout,
+        read_hello(&connection, &mut hello_stream),
+    )
+    .await;
+    let (protocol, username) = match hello {
         Ok(Ok(hello)) => hello,
         Ok(Err(HelloError::Protocol(why))) => {
             debug!(%remote, "protocol error before Hello: {why}");
@@ -113,6 +121,10 @@ async fn admit(
             CloseCode::ProtocolError.close(&connection, "no Hello in time");
             return None;
         }
+    };
+    let Some(mut send) = hello_stream else {
+        CloseCode::ProtocolError.close(&connection, "Hello stream failed");
+        return None;
     };
 
     let key = match check_hello(protocol, &username) {
@@ -171,18 +183,21 @@ enum HelloError {
     Connection(quinn::ConnectionError),
 }
 
-/// Wait for the first bidirectional stream and read the Hello on it.
+/// Wait for the first bidirectional stream and read the Hello on it; the
+/// stream's send half goes to `send` as soon as the stream is accepted.
 async fn read_hello(
     connection: &quinn::Connection,
-) -> Result<(quinn::SendStream, u32, String), HelloError> {
-    let (send, mut recv) = tokio::select! {
+    send: &mut Option<quinn::SendStream>,
+) -> Result<(u32, String), HelloError> {
+    let (stream, mut recv) = tokio::select! {
         stream = connection.accept_bi() => stream.map_err(HelloError::Connection)?,
         Ok(_) = connection.accept_uni() => {
             return Err(HelloError::Protocol("clients must not open unidirectional streams"));
         }
     };
+    *send = Some(stream);
     match read_frame::<Request>(&mut recv).await {
-        Ok(Request::Hello { protocol, username }) => Ok((send, protocol, username)),
+        Ok(Request::Hello { protocol, username }) => Ok((protocol, username)),
         Ok(_) => Err(HelloError::Protocol("the first request must be Hello")),
         Err(FrameError::TooLong) => Err(HelloError::Protocol("frame over the size limit")),
         Err(FrameError::Codec(_)) => Err(HelloError::Protocol("malformed Hello")),
