@@ -401,12 +401,19 @@ async def _invalid_recipient(srv: Server):
         await alice.close()
 
 
-@check("send: TooLarge (3) for a 65,537-byte body; nothing delivered")
+@check("send: TooLarge (3) for a body over 65,536 bytes, up to a 73,728-byte frame; nothing delivered")
 async def _too_large(srv: Server):
     alice = await srv.registered("alice")
     bob = await srv.registered("bob")
+    # Send to "bob" with a body of 65,536 bytes or more: 1 + 4 + 5 bytes of header.
+    at_frame_limit = 73_728 - 10
     try:
-        for body in ["x" * 65_537, "\u00e9" * 32_768 + "a"]:  # bytes, not characters
+        for body in [
+            "x" * 65_537,
+            "\u00e9" * 32_768 + "a",  # bytes, not characters
+            "z" * (at_frame_limit - 1),  # a 73,727-byte frame
+            "z" * at_frame_limit,  # exactly the frame limit
+        ]:
             frame = encode_request(Send("bob", body))
             expect(len(frame) <= 73_728, "test bug: frame over the limit")
             r = await bounded(alice.send("bob", body), "Receipt")

@@ -11,10 +11,20 @@ use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use super::MAX_FRAME_BYTES;
 
 /// bincode 2 `standard()` (little endian, varints), with a decode limit so a
-/// length prefix can never claim more than one frame's worth of memory.
-type WireConfig = Configuration<LittleEndian, Varint, Limit<MAX_FRAME_BYTES>>;
+/// length prefix can never claim more than a few frames' worth of memory.
+type WireConfig = Configuration<LittleEndian, Varint, Limit<DECODE_CLAIM_LIMIT>>;
 
-const WIRE: WireConfig = bincode::config::standard().with_limit::<MAX_FRAME_BYTES>();
+const WIRE: WireConfig = bincode::config::standard().with_limit::<DECODE_CLAIM_LIMIT>();
+
+/// What bincode may "claim" while decoding one frame. The frame itself is
+/// already at most [`MAX_FRAME_BYTES`] (checked before decoding); this limit
+/// only stops a length prefix from allocating more than the frame could hold.
+/// It cannot be [`MAX_FRAME_BYTES`]: bincode charges every varint at its native
+/// width (a one-byte `u64` counts 8, a variant index 4), so a valid frame near
+/// the limit claims more than its length (a 73,728-byte Send claims 73,741, and
+/// a `Users` frame of 2,234 longest names about 89,000). Every encoded byte
+/// claims at most 8, so 8 frames' worth admits every frame within the limit.
+const DECODE_CLAIM_LIMIT: usize = 8 * MAX_FRAME_BYTES;
 
 /// Why bytes are not exactly one valid frame, or a value could not be encoded.
 #[derive(Debug, thiserror::Error)]
@@ -293,6 +303,50 @@ mod tests {
                 assert_eq!(parts, encode(&whole).unwrap(), "body {body_len}, id {id}");
             }
         }
+    }
+
+    /// A Send frame of exactly `frame_len` bytes to a 13-letter name, its
+    /// body length written as `252` + u32 (bodies of 65,536 bytes and more).
+    fn send_frame_of(frame_len: usize) -> Vec<u8> {
+        let to = "abcdefghijklm";
+        let body_len = frame_len - 1 - (1 + to.len()) - 5;
+        let mut frame = vec![1, to.len() as u8];
+        frame.extend_from_slice(to.as_bytes());
+        frame.push(252);
+        frame.extend_from_slice(&u32::try_from(body_len).unwrap().to_le_bytes());
+        frame.resize(frame_len, b'x');
+        frame
+    }
+
+    #[test]
+    fn every_frame_within_the_limit_decodes_even_with_an_oversized_body() {
+        use crate::protocol::frames::RequestRef;
+        for frame_len in [65_560, MAX_FRAME_BYTES - 1, MAX_FRAME_BYTES] {
+            let frame = send_frame_of(frame_len);
+            let request: Request = decode(&frame).expect("a frame within the limit decodes");
+            let Request::Send { body, .. } = request else {
+                panic!("not a Send");
+            };
+            assert!(body.len() > crate::protocol::MAX_BODY_BYTES);
+            let borrowed: RequestRef = decode_borrowed(&frame).expect("borrowed too");
+            assert!(
+                matches!(borrowed, RequestRef::Send { body, .. } if body.len() == frame_len - 20)
+            );
+        }
+        assert!(matches!(
+            decode::<Request>(&send_frame_of(MAX_FRAME_BYTES + 1)),
+            Err(CodecError::TooLarge(73_729))
+        ));
+    }
+
+    #[test]
+    fn the_fullest_users_frame_decodes() {
+        let names: Vec<String> = (0..2_234).map(|i| format!("{i:032}")).collect();
+        let frame = encode(&Reply::Users { names }).unwrap();
+        assert!(frame.len() <= MAX_FRAME_BYTES);
+        assert!(
+            matches!(decode::<Reply>(&frame), Ok(Reply::Users { names }) if names.len() == 2_234)
+        );
     }
 
     #[test]

@@ -171,3 +171,42 @@ async fn a_client_opened_unidirectional_stream_is_a_protocol_error() {
 async fn send_raw_owned(connection: quinn::Connection, bytes: Vec<u8>) {
     send_raw(&connection, &bytes).await
 }
+
+/// A Send frame of exactly `frame_len` bytes to bob, its body length written
+/// as `252` + u32 (bodies of 65,536 bytes and more).
+fn send_frame_of(frame_len: usize) -> Vec<u8> {
+    let mut frame = vec![1, 3, b'b', b'o', b'b', 252];
+    let body_len = frame_len - frame.len() - 4;
+    frame.extend_from_slice(&u32::try_from(body_len).unwrap().to_le_bytes());
+    frame.resize(frame_len, b'x');
+    frame
+}
+
+#[tokio::test]
+async fn an_oversized_body_in_a_frame_within_the_limit_is_too_large() {
+    let server = TestServer::start().await;
+    let alice = raw_registered(&server, "alice").await;
+    let _bob = raw_registered(&server, "bob").await;
+    // The frame limit is 73,728 bytes; the body limit 65,536.
+    for frame_len in [65_547, 73_727, 73_728] {
+        let frame = send_frame_of(frame_len);
+        assert_eq!(frame.len(), frame_len);
+        let receipt = raw_exchange(&alice, &frame).await;
+        let (_, rest) = take_varint(&receipt[1..]);
+        assert_eq!(
+            (receipt[0], rest),
+            (2, &[3u8][..]),
+            "a {frame_len}-byte frame gets Receipt{{TooLarge}}"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_frame_one_byte_over_the_limit_is_a_protocol_error() {
+    let server = TestServer::start().await;
+    let connection = raw_registered(&server, "alice").await;
+    tokio::spawn(send_raw_owned(connection.clone(), send_frame_of(73_729)));
+    assert_protocol_error(&server, connection, "a 73,729-byte frame").await;
+    server.stop().await;
+}
