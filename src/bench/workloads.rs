@@ -1,5 +1,6 @@
 //! The workloads: message pairs and fan-in, connection rate, idle memory.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -110,24 +111,24 @@ pub async fn messages(
     for (client, incoming) in inboxes {
         receiving.spawn(receive(client, incoming, Arc::clone(&phase)));
     }
-    let statuses: Arc<[AtomicU64; 7]> = Arc::new(Default::default());
     let errors = Arc::new(AtomicU64::new(0));
     let mut sending = JoinSet::new();
     for (s, client) in clients.iter().enumerate() {
         let to = format!("rx{}-{run}", if receivers == 1 { 0 } else { s });
         for _ in 0..config.in_flight.max(1) {
             let (client, to, phase) = (Arc::clone(client), to.clone(), Arc::clone(&phase));
-            let (statuses, errors) = (Arc::clone(&statuses), Arc::clone(&errors));
+            let errors = Arc::clone(&errors);
             let size = config.body_bytes;
             sending.spawn(async move {
                 let mut receipt_latencies = histogram();
+                let mut statuses = BTreeMap::<Status, u64>::new();
                 let mut body = StampedBody::new(size);
                 while !phase.stopped.load(Ordering::Relaxed) {
                     let body = body.stamp(phase.epoch);
                     let sent = Instant::now();
                     match client.send(&to, body).await {
                         Ok(receipt) if phase.measuring.load(Ordering::Relaxed) => {
-                            statuses[receipt.status as usize].fetch_add(1, Ordering::Relaxed);
+                            *statuses.entry(receipt.status).or_default() += 1;
                             let us = u64::try_from(sent.elapsed().as_micros()).unwrap_or(u64::MAX);
                             receipt_latencies.saturating_record(us.max(1));
                         }
@@ -138,17 +139,21 @@ pub async fn messages(
                         }
                     }
                 }
-                receipt_latencies
+                (receipt_latencies, statuses)
             });
         }
     }
 
     let window = phase.run(config, meter).await;
     let mut receipt_latencies = histogram();
+    let mut statuses = BTreeMap::<Status, u64>::new();
     let drained = async {
         while let Some(done) = sending.join_next().await {
-            if let Ok(histogram) = done {
+            if let Ok((histogram, counts)) = done {
                 let _ = receipt_latencies.add(histogram);
+                for (status, count) in counts {
+                    *statuses.entry(status).or_default() += count;
+                }
             }
         }
     };
@@ -179,11 +184,8 @@ pub async fn messages(
         errors: errors.load(Ordering::Relaxed),
         ..Report::default()
     };
-    for (index, count) in statuses.iter().enumerate() {
-        let count = count.load(Ordering::Relaxed);
-        if count > 0 {
-            report.statuses.insert(status_name(index).into(), count);
-        }
+    for (status, count) in statuses {
+        report.statuses.insert(status.name().into(), count);
     }
     window.fill(&mut report, delivered);
     Ok(report)
@@ -218,20 +220,6 @@ async fn receive(
     }
     client.close_ref().await;
     (count, latencies)
-}
-
-fn status_name(index: usize) -> &'static str {
-    const NAMES: [&str; 7] = [
-        "delivered",
-        "not_connected",
-        "queued",
-        "too_large",
-        "rate_limited",
-        "recipient_busy",
-        "invalid_recipient",
-    ];
-    debug_assert_eq!(Status::InvalidRecipient as usize, 6);
-    NAMES.get(index).copied().unwrap_or("unknown")
 }
 
 /// `connect`: full connections (handshake, Hello, Welcome, BYE) per second.

@@ -8,7 +8,8 @@ use bincode::config::{Configuration, Limit, LittleEndian, Varint};
 use bytes::Bytes;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
-use super::MAX_FRAME_BYTES;
+use super::frames::{Reply, RequestRef};
+use super::{Version, MAX_FRAME_BYTES};
 
 /// bincode 2 `standard()` (little endian, varints), with a decode limit so a
 /// length prefix can never claim more than a few frames' worth of memory.
@@ -41,6 +42,9 @@ pub enum CodecError {
     /// The value could not be encoded.
     #[error("could not encode frame: {0}")]
     Encode(String),
+    /// A frame that exists only in a later protocol version than the connection's.
+    #[error("that frame does not exist in protocol {0}")]
+    NotInVersion(Version),
 }
 
 /// Why one frame could not be read from or written to a stream.
@@ -98,6 +102,29 @@ pub fn decode_borrowed<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, 
     Ok(value)
 }
 
+/// Decode the request a connection of `version` sent, borrowing its strings
+/// from `bytes`. A variant that `version` does not have is as malformed as
+/// bytes that are no request at all.
+pub fn decode_request(version: Version, bytes: &[u8]) -> Result<RequestRef<'_>, CodecError> {
+    let request: RequestRef<'_> = decode_borrowed(bytes)?;
+    if request.since() > version {
+        return Err(CodecError::NotInVersion(version));
+    }
+    Ok(request)
+}
+
+/// `part` (a string decoded from `frame`) as a slice of `frame`, sharing its
+/// memory. A string that did not come from `frame` is copied instead.
+pub fn slice_of(frame: &Bytes, part: &str) -> Bytes {
+    let frame_range = frame.as_ptr_range();
+    let part_range = part.as_bytes().as_ptr_range();
+    if frame_range.start <= part_range.start && part_range.end <= frame_range.end {
+        frame.slice_ref(part.as_bytes())
+    } else {
+        Bytes::copy_from_slice(part.as_bytes())
+    }
+}
+
 /// Read the stream to its end: the bytes of one frame, at most [`MAX_FRAME_BYTES`].
 pub async fn read_frame_bytes(recv: &mut quinn::RecvStream) -> Result<Vec<u8>, FrameError> {
     recv.read_to_end(MAX_FRAME_BYTES)
@@ -112,13 +139,7 @@ pub async fn read_frame_bytes(recv: &mut quinn::RecvStream) -> Result<Vec<u8>, F
 pub async fn read_frame<T: DeserializeOwned>(
     recv: &mut quinn::RecvStream,
 ) -> Result<T, FrameError> {
-    let bytes = recv
-        .read_to_end(MAX_FRAME_BYTES)
-        .await
-        .map_err(|e| match e {
-            quinn::ReadToEndError::TooLong => FrameError::TooLong,
-            quinn::ReadToEndError::Read(e) => FrameError::Read(e),
-        })?;
+    let bytes = read_frame_bytes(recv).await?;
     Ok(decode(&bytes)?)
 }
 
@@ -128,6 +149,46 @@ pub async fn write_frame<T: Serialize>(
     value: &T,
 ) -> Result<(), FrameError> {
     write_parts(send, [Bytes::from(encode(value)?)]).await
+}
+
+/// Write a reply on a connection of `version`, and finish the stream. A reply
+/// that `version` does not have is never written.
+pub async fn write_reply(
+    send: &mut quinn::SendStream,
+    version: Version,
+    reply: &Reply,
+) -> Result<(), FrameError> {
+    if reply.since() > version {
+        return Err(CodecError::NotInVersion(version).into());
+    }
+    write_frame(send, reply).await
+}
+
+/// The most bytes a `Push::Deliver` frame from a sender named `from_len` bytes
+/// with a body of `body_len` bytes can take: the variant index (1 byte), id
+/// and timestamp (at most 9 each), the name's length (1 byte: names are at
+/// most 32 bytes) and the body's length (at most 5 bytes), then the name and body.
+pub const fn deliver_frame_len_bound(from_len: usize, body_len: usize) -> usize {
+    1 + 9 + 1 + from_len + 9 + 5 + body_len
+}
+
+/// How many of the leading `names` (each at most 32 bytes) fit in a
+/// `Reply::Users` frame of at most `frame_bytes` bytes.
+pub fn users_frame_prefix<'a>(
+    names: impl IntoIterator<Item = &'a str>,
+    frame_bytes: usize,
+) -> usize {
+    // The variant (1 byte) and the count (a varint: 3 bytes cover every count
+    // that fits), then per name a one-byte length and the name.
+    const HEADER: usize = 1 + 3;
+    let mut used = HEADER;
+    names
+        .into_iter()
+        .take_while(|name| {
+            used += 1 + name.len();
+            used <= frame_bytes
+        })
+        .count()
 }
 
 /// The bytes of a `Push::Deliver` frame up to, not including, the body's
@@ -337,6 +398,79 @@ mod tests {
             decode::<Request>(&send_frame_of(MAX_FRAME_BYTES + 1)),
             Err(CodecError::TooLarge(73_729))
         ));
+    }
+
+    #[test]
+    fn the_longest_names_fill_but_never_overflow_a_users_frame() {
+        let all: Vec<String> = (0..5000).map(|i| format!("{i:032}")).collect();
+        let fit = users_frame_prefix(all.iter().map(String::as_str), MAX_FRAME_BYTES);
+        assert_eq!(fit, 2_234);
+        let frame = encode(&Reply::Users {
+            names: all[..fit].to_vec(),
+        })
+        .expect("fits");
+        assert!(frame.len() <= MAX_FRAME_BYTES);
+        let bigger = encode(&Reply::Users {
+            names: all[..=fit].to_vec(),
+        });
+        assert!(
+            !matches!(bigger, Ok(frame) if frame.len() <= MAX_FRAME_BYTES),
+            "the prefix is as long as fits"
+        );
+        assert_eq!(users_frame_prefix(["a", "B", "c"], MAX_FRAME_BYTES), 3);
+    }
+
+    #[test]
+    fn the_deliver_bound_holds_for_the_largest_fields() {
+        let from = "n".repeat(32);
+        for body_len in [0, 250, 65_536] {
+            let whole = Push::Deliver {
+                id: u64::MAX,
+                from: from.clone(),
+                sent_at_ms: u64::MAX,
+                body: "b".repeat(body_len),
+            };
+            let len = encode(&whole).unwrap().len();
+            assert!(len <= deliver_frame_len_bound(32, body_len));
+            if body_len == 65_536 {
+                assert_eq!(
+                    len,
+                    deliver_frame_len_bound(32, body_len),
+                    "the bound is tight"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn requests_decode_only_in_a_version_that_has_them() {
+        let bytes = encode(&Request::ListUsers).unwrap();
+        assert_eq!(
+            decode_request(Version::V1, &bytes).unwrap(),
+            RequestRef::ListUsers
+        );
+        assert!(matches!(
+            decode_request(Version::V1, &[3]),
+            Err(CodecError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn a_decoded_body_is_a_slice_of_its_frame_and_anything_else_a_copy() {
+        let frame = Bytes::from(
+            encode(&Request::Send {
+                to: "bob".into(),
+                body: "hi".into(),
+            })
+            .unwrap(),
+        );
+        let RequestRef::Send { body, .. } = decode_request(Version::V1, &frame).unwrap() else {
+            panic!("a Send");
+        };
+        let slice = slice_of(&frame, body);
+        assert_eq!(&slice[..], b"hi");
+        assert_eq!(slice.as_ptr(), body.as_ptr(), "shares the frame's memory");
+        assert_eq!(&slice_of(&frame, "elsewhere")[..], b"elsewhere");
     }
 
     #[test]

@@ -1,7 +1,10 @@
-//! The frames of protocol v1. The order of variants IS the wire format: never
-//! reorder, insert or remove a variant without a new protocol version.
+//! The frames of the protocol. The order of variants IS the wire format: never
+//! reorder, insert or remove a variant; a new version only appends variants,
+//! and says so with `since`, which gates what a connection may carry.
 
 use serde::{Deserialize, Serialize};
+
+use super::Version;
 
 /// What a client sends on a bidirectional stream it opens.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,7 +95,7 @@ pub enum RefuseReason {
 }
 
 /// The outcome of one `Send`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Status {
     /// The recipient's QUIC stack acknowledged the whole delivery stream.
     Delivered,
@@ -124,4 +127,129 @@ pub enum Push {
         /// The message text.
         body: String,
     },
+}
+
+impl Request {
+    /// The first protocol version that has this variant.
+    pub fn since(&self) -> Version {
+        match self {
+            Request::Hello { .. } | Request::Send { .. } | Request::ListUsers => Version::V1,
+        }
+    }
+}
+
+impl RequestRef<'_> {
+    /// The first protocol version that has this variant.
+    pub fn since(&self) -> Version {
+        match self {
+            RequestRef::Hello { .. } | RequestRef::Send { .. } | RequestRef::ListUsers => {
+                Version::V1
+            }
+        }
+    }
+}
+
+impl Reply {
+    /// The first protocol version that has this variant (and its fields' variants).
+    pub fn since(&self) -> Version {
+        match self {
+            Reply::Welcome { .. } | Reply::Users { .. } => Version::V1,
+            Reply::Refused { reason, .. } => reason.since(),
+            Reply::Receipt { status, .. } => status.since(),
+        }
+    }
+}
+
+impl Push {
+    /// The first protocol version that has this variant.
+    pub fn since(&self) -> Version {
+        match self {
+            Push::Deliver { .. } => Version::V1,
+        }
+    }
+}
+
+impl RefuseReason {
+    /// Every reason, in wire order.
+    pub const ALL: [RefuseReason; 4] = [
+        RefuseReason::NameTaken,
+        RefuseReason::InvalidName,
+        RefuseReason::UnsupportedProtocol,
+        RefuseReason::ServerFull,
+    ];
+
+    /// The first protocol version that has this reason.
+    pub fn since(self) -> Version {
+        match self {
+            RefuseReason::NameTaken
+            | RefuseReason::InvalidName
+            | RefuseReason::UnsupportedProtocol
+            | RefuseReason::ServerFull => Version::V1,
+        }
+    }
+}
+
+impl Status {
+    /// Every status, in wire order.
+    pub const ALL: [Status; 7] = [
+        Status::Delivered,
+        Status::NotConnected,
+        Status::Queued,
+        Status::TooLarge,
+        Status::RateLimited,
+        Status::RecipientBusy,
+        Status::InvalidRecipient,
+    ];
+
+    /// The first protocol version that has this status.
+    pub fn since(self) -> Version {
+        match self {
+            Status::Delivered
+            | Status::NotConnected
+            | Status::Queued
+            | Status::TooLarge
+            | Status::RateLimited
+            | Status::RecipientBusy
+            | Status::InvalidRecipient => Version::V1,
+        }
+    }
+
+    /// The status's name in `snake_case`, as JSON output and reports show it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Status::Delivered => "delivered",
+            Status::NotConnected => "not_connected",
+            Status::Queued => "queued",
+            Status::TooLarge => "too_large",
+            Status::RateLimited => "rate_limited",
+            Status::RecipientBusy => "recipient_busy",
+            Status::InvalidRecipient => "invalid_recipient",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{decode, encode};
+
+    /// `ALL` lists every variant once, in wire order: the index of each is its
+    /// encoding, and the index after the last is not a status.
+    #[test]
+    fn all_lists_every_variant_in_wire_order() {
+        for (index, status) in Status::ALL.into_iter().enumerate() {
+            assert_eq!(encode(&status).unwrap(), [index as u8]);
+        }
+        assert!(decode::<Status>(&[Status::ALL.len() as u8]).is_err());
+        for (index, reason) in RefuseReason::ALL.into_iter().enumerate() {
+            assert_eq!(encode(&reason).unwrap(), [index as u8]);
+        }
+        assert!(decode::<RefuseReason>(&[RefuseReason::ALL.len() as u8]).is_err());
+    }
+
+    #[test]
+    fn status_names_are_distinct() {
+        let names: std::collections::BTreeSet<_> = Status::ALL.iter().map(|s| s.name()).collect();
+        assert_eq!(names.len(), Status::ALL.len());
+    }
 }

@@ -1,4 +1,5 @@
-//! The wire contract (protocol v1) in code: frames, their codec, close codes and usernames.
+//! The wire contract in code: protocol versions, frames, their codec, close
+//! codes and usernames.
 //!
 //! Everything that decides a byte on the wire lives below this module, so that a
 //! later protocol version changes this module and nothing else.
@@ -7,17 +8,21 @@ pub mod close;
 pub mod codec;
 pub mod frames;
 pub mod username;
+pub mod version;
 
 pub use close::CloseCode;
 pub use codec::{decode, encode, read_frame, write_frame, CodecError, FrameError};
-pub use frames::{Push, RefuseReason, Reply, Request, Status};
+pub use frames::{Push, RefuseReason, Reply, Request, RequestRef, Status};
 pub use username::{NameKey, UsernameError};
+pub use version::Version;
 
 /// The protocol version this build speaks, sent in `Hello`.
-pub const PROTOCOL_VERSION: u32 = 1;
+// Kept until every caller uses the negotiated [`Version`].
+pub const PROTOCOL_VERSION: u32 = Version::LATEST.number();
 
 /// The TLS ALPN identifier of protocol v1.
-pub const ALPN: &[u8] = b"quic-chat/1";
+// Kept until every caller uses [`Version::alpn`].
+pub const ALPN: &[u8] = Version::V1.alpn();
 
 /// The largest frame either side may send on one stream direction, in bytes.
 pub const MAX_FRAME_BYTES: usize = 73_728;

@@ -1,7 +1,7 @@
 //! The server's plain configuration (built by the CLI or directly by tests) and
 //! the QUIC transport limits derived from it.
 
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,20 +17,6 @@ pub struct ServerConfig {
     pub cert: CertSource,
     /// Protective limits.
     pub limits: Limits,
-}
-
-impl ServerConfig {
-    /// A config listening on all interfaces at `port`, with a generated CA in `cert_dir`.
-    pub fn new(port: u16, cert_dir: impl Into<std::path::PathBuf>) -> Self {
-        ServerConfig {
-            bind: SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
-            cert: CertSource::Generated {
-                dir: cert_dir.into(),
-                names: Vec::new(),
-            },
-            limits: Limits::default(),
-        }
-    }
 }
 
 /// The server's protective limits. See docs/RELIABILITY.md for what happens when each is hit.
@@ -58,7 +44,7 @@ pub struct Limits {
     /// Sends a user may make at once before the sustained rate applies.
     pub rate_burst: u32,
     /// Let quinn batch several packets to one peer into one send call (GSO).
-    /// Off by default: see docs/BENCHMARKS.md for what it cost and saved here.
+    /// On by default: see docs/BENCHMARKS.md for what it costs and saves here.
     pub segmentation_offload: bool,
     /// Concurrent request streams per connection.
     pub max_streams_per_connection: u32,

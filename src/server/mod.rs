@@ -1,16 +1,21 @@
 //! The chat server: bind a QUIC endpoint, accept connections, shut down gracefully.
 
-pub mod admission;
-pub mod config;
+mod admission;
+mod config;
 pub mod console;
-pub mod delivery;
-pub mod rate;
-pub mod registry;
-pub mod session;
+mod delivery;
+mod hello;
+mod ids;
+mod mailbox;
+mod presence;
+mod rate;
+mod registry;
+mod router;
+mod session;
+mod state;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,10 +23,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use admission::{Admission, AdmissionStats, Decision};
+pub use admission::AdmissionStats;
+use admission::{Admission, Decision};
 pub use config::{Limits, ServerConfig};
-use registry::Registry;
-use session::Shared;
+use state::State;
 
 use crate::protocol::CloseCode;
 use crate::tls::{self, ServerIdentity, TlsError};
@@ -56,7 +61,7 @@ pub enum ServerError {
 pub struct Server {
     endpoint: quinn::Endpoint,
     admission: Arc<Admission>,
-    shared: Arc<Shared>,
+    state: Arc<State>,
     ca_path: Option<PathBuf>,
     tls_stats: Arc<tls::TlsStats>,
 }
@@ -90,20 +95,15 @@ impl Server {
             addr: config.bind,
             source,
         })?;
-        let shared = Arc::new(Shared {
-            registry: Registry::new(config.limits.max_connections),
-            limits: config.limits,
-            next_id: AtomicU64::new(1),
-            server_name: SERVER_SOFTWARE.to_owned(),
-        });
         let admission = Admission::new(
-            shared.limits.max_connections_per_ip,
-            shared.limits.retry_above_handshakes,
+            config.limits.max_connections_per_ip,
+            config.limits.retry_above_handshakes,
         );
+        let state = Arc::new(State::new(config.limits, SERVER_SOFTWARE.to_owned()));
         Ok(Server {
             endpoint,
             admission,
-            shared,
+            state,
             ca_path,
             tls_stats,
         })
@@ -141,7 +141,7 @@ impl Server {
                 incoming = self.endpoint.accept() => match incoming {
                     Some(incoming) => match self.admission.admit(&incoming) {
                         Decision::Accept(slot) => {
-                            let session = session::run(incoming, slot, Arc::clone(&self.shared), tracker.clone());
+                            let session = session::run(incoming, slot, Arc::clone(&self.state), tracker.clone());
                             tracker.spawn(session);
                         }
                         Decision::Retry => {

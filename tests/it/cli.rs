@@ -207,7 +207,9 @@ fn two_clients_chat_then_the_operator_shuts_down() {
         welcome.contains("quic-chat") && welcome.contains("1 user(s) online"),
         "{welcome}"
     );
-    server.stderr_line_containing("alice connected from 127.0.0.1:");
+    server.stderr_line_containing(
+        "{user=alice}: quic_chat::server::session: connected remote=127.0.0.1:",
+    );
 
     let mut bob = connect(dir.path(), port, &ca, "bob");
     assert!(bob.line().contains("2 user(s) online"));
@@ -228,7 +230,9 @@ fn two_clients_chat_then_the_operator_shuts_down() {
 
     alice.type_line("EXIT");
     assert!(alice.exit().success(), "EXIT exits 0");
-    server.stderr_line_containing("alice left: said goodbye");
+    server.stderr_line_containing(
+        "{user=alice}: quic_chat::server::session: left reason=said goodbye",
+    );
 
     server.type_line("EXIT");
     assert_eq!(bob.line(), "Server has shut down, exiting...");

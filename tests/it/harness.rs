@@ -29,7 +29,7 @@ pub struct TestServer {
     pub addr: SocketAddr,
     pub ca: PathBuf,
     pub cert_dir: tempfile::TempDir,
-    pub admission: Arc<quic_chat::server::admission::AdmissionStats>,
+    pub admission: Arc<quic_chat::server::AdmissionStats>,
     pub tls: Arc<quic_chat::tls::TlsStats>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,

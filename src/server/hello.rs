@@ -1,0 +1,225 @@
+//! The start of a connection: the handshake, the Hello with its deadline, the
+//! checks a Hello must pass, the claim of the name, and the answer (Welcome, or
+//! Refused and a close).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::debug;
+
+use super::admission::ConnectionSlot;
+use super::mailbox::Mailbox;
+use super::registry::{ClaimError, Registration};
+use super::state::State;
+use crate::protocol::codec::{decode_request, read_frame_bytes, write_reply};
+use crate::protocol::{
+    CloseCode, FrameError, NameKey, RefuseReason, Reply, RequestRef, UsernameError, Version,
+};
+
+/// How long a `Refused` reply may wait for its acknowledgement before the close.
+const REFUSED_LINGER: Duration = Duration::from_secs(1);
+
+/// A registered connection, and what must live as long as it does.
+pub(crate) struct Admitted {
+    /// The connection.
+    pub(crate) connection: quinn::Connection,
+    /// The protocol version the connection negotiated.
+    pub(crate) version: Version,
+    /// The held name; dropping it frees the name.
+    pub(crate) registration: Registration,
+    /// The per-IP count of this connection, given back when it is dropped.
+    pub(crate) _slot: ConnectionSlot,
+}
+
+/// Why a Hello is refused, before it is said in a version's words.
+#[derive(Debug)]
+enum Refusal {
+    /// The Hello names a protocol other than the connection's.
+    WrongProtocol { negotiated: Version, asked: u32 },
+    /// The name is not a valid username.
+    InvalidName(UsernameError),
+    /// Someone connected has the name.
+    NameTaken(String),
+    /// The server holds as many users as it allows.
+    ServerFull,
+}
+
+impl Refusal {
+    /// The wire reason and the human detail of this refusal.
+    fn reply(&self) -> (RefuseReason, String) {
+        match self {
+            Refusal::WrongProtocol { negotiated, asked } => (
+                RefuseReason::UnsupportedProtocol,
+                format!("this connection speaks protocol {negotiated}, not {asked}"),
+            ),
+            Refusal::InvalidName(e) => (RefuseReason::InvalidName, e.to_string()),
+            Refusal::NameTaken(name) => {
+                (RefuseReason::NameTaken, format!("the name {name} is taken"))
+            }
+            Refusal::ServerFull => (
+                RefuseReason::ServerFull,
+                "the server is full; try again later".to_owned(),
+            ),
+        }
+    }
+}
+
+/// Handshake, Hello, registration and Welcome. `None` when the connection
+/// ended or was refused (the reason is already logged and sent).
+pub(crate) async fn admit(
+    incoming: quinn::Incoming,
+    mut slot: ConnectionSlot,
+    state: &State,
+    remote: SocketAddr,
+) -> Option<Admitted> {
+    let handshake = incoming.await;
+    slot.handshake_done();
+    let connection = match handshake {
+        Ok(connection) => connection,
+        Err(e) => {
+            debug!(%remote, "handshake failed: {e}");
+            return None;
+        }
+    };
+    let Some(version) = Version::of_connection(&connection) else {
+        // The TLS config admits only the ALPNs of known versions.
+        CloseCode::ProtocolError.close(&connection, "no protocol negotiated");
+        return None;
+    };
+    // The Hello stream's send half lives here, not in the reading future: quinn
+    // finishes a dropped send stream, and an empty answer must not reach the
+    // client ahead of the close on the error paths below (timeout included).
+    let mut hello_stream = None;
+    let hello = tokio::time::timeout(
+        state.limits.hello_timeout,
+        read_hello(&connection, version, &mut hello_stream),
+    )
+    .await;
+    let (protocol, username) = match hello {
+        Ok(Ok(hello)) => hello,
+        Ok(Err(HelloError::Protocol(why))) => {
+            debug!(%remote, "protocol error before Hello: {why}");
+            CloseCode::ProtocolError.close(&connection, why);
+            return None;
+        }
+        Ok(Err(HelloError::Connection(e))) => {
+            debug!(%remote, "connection ended before Hello: {e}");
+            return None;
+        }
+        Err(_elapsed) => {
+            debug!(%remote, "no Hello in time");
+            CloseCode::ProtocolError.close(&connection, "no Hello in time");
+            return None;
+        }
+    };
+    let Some(mut send) = hello_stream else {
+        CloseCode::ProtocolError.close(&connection, "Hello stream failed");
+        return None;
+    };
+
+    let key = match check_hello(version, protocol, &username) {
+        Ok(key) => key,
+        Err(refusal) => {
+            refuse(&connection, send, version, refusal).await;
+            return None;
+        }
+    };
+    let mailbox = Arc::new(Mailbox::new(
+        Arc::from(username.as_str()),
+        connection.clone(),
+        state.limits.recipient_backlog_bytes,
+    ));
+    let (registration, online) = match state.presence.claim(key, mailbox).await {
+        Ok(claimed) => claimed,
+        Err(ClaimError::Taken) => {
+            refuse(&connection, send, version, Refusal::NameTaken(username)).await;
+            return None;
+        }
+        Err(ClaimError::Full) => {
+            refuse(&connection, send, version, Refusal::ServerFull).await;
+            return None;
+        }
+    };
+    let welcome = Reply::Welcome {
+        server: state.server_name.clone(),
+        online: u32::try_from(online).unwrap_or(u32::MAX),
+    };
+    if let Err(e) = write_reply(&mut send, version, &welcome).await {
+        debug!(%remote, user = %username, "could not send Welcome: {e}");
+        CloseCode::ProtocolError.close(&connection, "Hello stream failed");
+        return None;
+    }
+    Some(Admitted {
+        connection,
+        version,
+        registration,
+        _slot: slot,
+    })
+}
+
+enum HelloError {
+    Protocol(&'static str),
+    Connection(quinn::ConnectionError),
+}
+
+/// Wait for the first bidirectional stream and read the Hello on it; the
+/// stream's send half goes to `send` as soon as the stream is accepted.
+async fn read_hello(
+    connection: &quinn::Connection,
+    version: Version,
+    send: &mut Option<quinn::SendStream>,
+) -> Result<(u32, String), HelloError> {
+    let (stream, mut recv) = tokio::select! {
+        stream = connection.accept_bi() => stream.map_err(HelloError::Connection)?,
+        Ok(_) = connection.accept_uni() => {
+            return Err(HelloError::Protocol("clients must not open unidirectional streams"));
+        }
+    };
+    *send = Some(stream);
+    let bytes = match read_frame_bytes(&mut recv).await {
+        Ok(bytes) => bytes,
+        Err(FrameError::TooLong) => return Err(HelloError::Protocol("frame over the size limit")),
+        Err(_) => return Err(HelloError::Protocol("Hello stream failed")),
+    };
+    match decode_request(version, &bytes) {
+        Ok(RequestRef::Hello { protocol, username }) => Ok((protocol, username.to_owned())),
+        Ok(_) => Err(HelloError::Protocol("the first request must be Hello")),
+        Err(_) => Err(HelloError::Protocol("malformed Hello")),
+    }
+}
+
+/// The case-insensitive key of an acceptable Hello, or why it is refused.
+fn check_hello(version: Version, protocol: u32, username: &str) -> Result<NameKey, Refusal> {
+    if protocol != version.number() {
+        return Err(Refusal::WrongProtocol {
+            negotiated: version,
+            asked: protocol,
+        });
+    }
+    NameKey::new(username).map_err(Refusal::InvalidName)
+}
+
+/// Send `Refused`, give it a moment to be acknowledged, then close with REFUSED.
+async fn refuse(
+    connection: &quinn::Connection,
+    mut send: quinn::SendStream,
+    version: Version,
+    refusal: Refusal,
+) {
+    let (reason, detail) = refusal.reply();
+    debug!(remote = %connection.remote_address(), ?reason, "refused: {detail}");
+    let reply = Reply::Refused {
+        reason,
+        detail: detail.clone(),
+    };
+    // One deadline for writing the reply and its acknowledgement: a client that
+    // grants no flow-control credit cannot hold the close back.
+    let reply_acknowledged = async {
+        if write_reply(&mut send, version, &reply).await.is_ok() {
+            let _ = send.stopped().await;
+        }
+    };
+    let _ = tokio::time::timeout(REFUSED_LINGER, reply_acknowledged).await;
+    CloseCode::Refused.close(connection, &detail);
+}

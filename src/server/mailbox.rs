@@ -1,0 +1,69 @@
+//! One online user as senders see them: where their deliveries go, and the
+//! bounded backlog of messages on their way to them.
+//!
+//! Today a mailbox is always live: each message goes straight out on its own
+//! stream. This is where a recipient's stored backlog will drain, in order,
+//! before any later live message (protocol v2's store and forward).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Semaphore, TryAcquireError};
+
+use super::config::DELIVERY_OVERHEAD_BYTES;
+use super::delivery::{self, DeliveryOutcome, Envelope};
+use crate::protocol::{codec, CloseCode};
+
+/// The deliveries of one connected user.
+#[derive(Debug)]
+pub(crate) struct Mailbox {
+    /// The name as registered (original letter case).
+    pub(crate) name: Arc<str>,
+    /// The user's connection, on which deliveries are opened.
+    connection: quinn::Connection,
+    /// Backlog budget in bytes (each message costs its frame bound plus
+    /// [`DELIVERY_OVERHEAD_BYTES`]); closed when the user leaves.
+    backlog: Semaphore,
+}
+
+impl Mailbox {
+    /// The mailbox of `name`, connected on `connection`, with a backlog budget of `backlog_bytes`.
+    pub(crate) fn new(name: Arc<str>, connection: quinn::Connection, backlog_bytes: usize) -> Self {
+        Mailbox {
+            name,
+            connection,
+            backlog: Semaphore::new(backlog_bytes.min(Semaphore::MAX_PERMITS)),
+        }
+    }
+
+    /// Deliver `envelope` and say what happened, always within `deadline`. A
+    /// recipient that cannot take it in time is closed with TOO_SLOW.
+    pub(crate) async fn deliver(
+        &self,
+        envelope: Envelope<'_>,
+        deadline: Duration,
+    ) -> DeliveryOutcome {
+        // Charge the backlog first, so a busy recipient costs nothing more.
+        let bound = codec::deliver_frame_len_bound(envelope.from.len(), envelope.body.len());
+        let cost = u32::try_from(bound + DELIVERY_OVERHEAD_BYTES).unwrap_or(u32::MAX);
+        let _permit = match self.backlog.try_acquire_many(cost) {
+            Ok(permit) => permit,
+            Err(TryAcquireError::NoPermits) => return DeliveryOutcome::Busy,
+            // The user left: the mailbox was closed.
+            Err(TryAcquireError::Closed) => return DeliveryOutcome::Lost,
+        };
+        let outcome = delivery::send_within(&self.connection, envelope, deadline).await;
+        if outcome == DeliveryOutcome::TimedOut {
+            // A recipient that cannot take a message in the whole delivery
+            // budget is stuck; closing it frees its backlog for everyone else.
+            CloseCode::TooSlow.close(&self.connection, "too far behind on deliveries");
+            tracing::info!(user = %self.name, "closed: too slow to take deliveries");
+        }
+        outcome
+    }
+
+    /// The user left: sends still waiting to be charged fail over at once.
+    pub(crate) fn close(&self) {
+        self.backlog.close();
+    }
+}

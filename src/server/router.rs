@@ -1,0 +1,94 @@
+//! The Send policy: which checks a message passes, where it goes, and the one
+//! place where what happened to it becomes the `Status` its sender is told.
+
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use super::delivery::{DeliveryOutcome, Envelope};
+use super::presence::Route;
+use super::rate::TokenBucket;
+use super::state::State;
+use crate::protocol::{NameKey, Status, MAX_BODY_BYTES};
+
+/// The sending side of a Send, as the router needs it.
+#[derive(Debug)]
+pub(crate) struct Sender {
+    /// The sender's registered name, stamped on every delivery.
+    pub(crate) name: std::sync::Arc<str>,
+    /// The sender's rate limit, if the server has one.
+    pub(crate) rate: Option<Mutex<TokenBucket>>,
+}
+
+impl Sender {
+    /// A sender named `name`, limited as `state`'s limits say.
+    pub(crate) fn new(name: std::sync::Arc<str>, state: &State) -> Self {
+        let limits = &state.limits;
+        Sender {
+            name,
+            rate: (limits.rate_limit > 0.0)
+                .then(|| Mutex::new(TokenBucket::new(limits.rate_limit, limits.rate_burst))),
+        }
+    }
+
+    fn over_rate(&self) -> bool {
+        self.rate
+            .as_ref()
+            .is_some_and(|rate| !rate.lock().unwrap_or_else(|e| e.into_inner()).try_take())
+    }
+}
+
+/// Handle one Send: every Send gets a fresh id and exactly one status.
+/// `body` is valid UTF-8 (a slice of the decoded request).
+pub(crate) async fn route_send(
+    state: &State,
+    from: &Sender,
+    to: &str,
+    body: Bytes,
+) -> (u64, Status) {
+    let id = state.ids.next();
+    // The contract gives an over-long body TooLarge whatever else is wrong.
+    if body.len() > MAX_BODY_BYTES {
+        return (id, Status::TooLarge);
+    }
+    if from.over_rate() {
+        return (id, Status::RateLimited);
+    }
+    let Ok(key) = NameKey::new(to) else {
+        return (id, Status::InvalidRecipient);
+    };
+    let mailbox = match state.presence.locate(&key) {
+        Route::Local(mailbox) => mailbox,
+        Route::Unknown => return (id, Status::NotConnected),
+    };
+    let envelope = Envelope {
+        id,
+        from: &from.name,
+        sent_at_ms: unix_millis(),
+        body,
+    };
+    let outcome = mailbox
+        .deliver(envelope, state.limits.delivery_timeout)
+        .await;
+    (id, status_of(outcome))
+}
+
+/// What a sender is told about a live delivery. (Protocol v2 turns a stopped
+/// or lost delivery to a registered account into `Queued`, here.)
+fn status_of(outcome: DeliveryOutcome) -> Status {
+    match outcome {
+        DeliveryOutcome::Acked => Status::Delivered,
+        DeliveryOutcome::Stopped | DeliveryOutcome::Lost => Status::NotConnected,
+        DeliveryOutcome::TimedOut | DeliveryOutcome::Busy => Status::RecipientBusy,
+        DeliveryOutcome::Oversized => Status::TooLarge,
+    }
+}
+
+/// The server's clock in Unix milliseconds, as `Deliver.sent_at_ms` carries it.
+pub(crate) fn unix_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}

@@ -1,0 +1,32 @@
+//! What every session of one server shares: presence, limits, message ids and
+//! the name it announces. Built once by [`super::Server::bind`] and handed to
+//! sessions as an `Arc`.
+
+use super::config::Limits;
+use super::ids::MessageIds;
+use super::presence::Presence;
+
+/// The server's shared state.
+#[derive(Debug)]
+pub(crate) struct State {
+    /// Who is online and how to reach them.
+    pub(crate) presence: Presence,
+    /// The server's limits.
+    pub(crate) limits: Limits,
+    /// Where message ids come from.
+    pub(crate) ids: MessageIds,
+    /// Name and version sent in `Welcome`.
+    pub(crate) server_name: String,
+}
+
+impl State {
+    /// The state of a fresh single server with these limits.
+    pub(crate) fn new(limits: Limits, server_name: String) -> Self {
+        State {
+            presence: Presence::local(limits.max_connections),
+            ids: MessageIds::new(0),
+            limits,
+            server_name,
+        }
+    }
+}
