@@ -6,7 +6,7 @@ use std::io::Write;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use quic_chat::client::ui::{self, Frontend, Outcome, Style};
+use quic_chat::chat::{run_session, Frontend, Look, Outcome};
 
 use crate::harness::{within, TestServer, SCENARIO};
 
@@ -44,12 +44,13 @@ async fn json_mode_speaks_json_both_ways() {
     let (input, lines) = mpsc::channel(8);
     let (out_tx, mut out) = mpsc::unbounded_channel();
     let frontend = Frontend {
-        style: Style::Json,
+        look: Look::Json,
         names: None,
     };
     let chat = tokio::spawn(async move {
         let mut writer = Lines(out_tx, Vec::new());
-        ui::run(alice, alice_incoming, lines, &mut writer, &frontend).await
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        run_session(alice, alice_incoming, lines, &mut writer, &frontend, shutdown).await
     });
 
     let welcome = next_event(&mut out).await;
@@ -73,7 +74,9 @@ async fn json_mode_speaks_json_both_ways() {
     assert_eq!(receipt["status"], "delivered");
     let got = within(SCENARIO, "bob's message", bob_incoming.next())
         .await
-        .expect("bob receives");
+        .expect("bob receives")
+        .into_message()
+        .expect("a message");
     assert_eq!(got.body, " two\nlines ");
 
     input.send("send nobody hi".into()).await.unwrap();

@@ -79,7 +79,9 @@ fn a_message_arriving_mid_line_leaves_the_typed_line_intact() {
     alice.flush().expect("flush");
     let message = runtime
         .block_on(within(SCENARIO, "alice's message", bob_incoming.next()))
-        .expect("bob receives");
+        .expect("bob receives")
+        .into_message()
+        .expect("a message");
     assert_eq!(message.from, "alice");
     assert_eq!(message.body, "hello  there ");
     expect(&mut alice, "you → bob: hello  there  ✓");
@@ -92,7 +94,9 @@ fn a_message_arriving_mid_line_leaves_the_typed_line_intact() {
     alice.flush().expect("flush");
     let message = runtime
         .block_on(within(SCENARIO, "the completed send", bob_incoming.next()))
-        .expect("bob receives");
+        .expect("bob receives")
+        .into_message()
+        .expect("a message");
     assert_eq!(message.body, "again");
 
     alice.send("EXIT\r").expect("type");
