@@ -50,7 +50,15 @@ async fn json_mode_speaks_json_both_ways() {
     let chat = tokio::spawn(async move {
         let mut writer = Lines(out_tx, Vec::new());
         let shutdown = tokio_util::sync::CancellationToken::new();
-        run_session(alice, alice_incoming, lines, &mut writer, &frontend, shutdown).await
+        run_session(
+            alice,
+            alice_incoming,
+            lines,
+            &mut writer,
+            &frontend,
+            shutdown,
+        )
+        .await
     });
 
     let welcome = next_event(&mut out).await;

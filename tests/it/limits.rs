@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use quic_chat::client::{ClientError, HandshakeFailure};
 use quic_chat::protocol::Status;
 use quic_chat::server::Limits;
 
@@ -22,7 +23,16 @@ async fn connections_per_ip_are_capped() {
         .try_connect("c")
         .await
         .expect_err("a third connection from one IP");
-    assert!(error.to_string().contains("refused"), "{error}");
+    assert!(
+        matches!(
+            &error,
+            ClientError::Handshake {
+                kind: HandshakeFailure::Refused,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
     assert_eq!(server.admission.refused.load(Ordering::Relaxed), 1);
     a.close().await;
     eventually(SCENARIO, "a slot freed by a's BYE", || async {
