@@ -134,3 +134,20 @@ fn a_server_shutdown_while_typing_prints_the_shutdown_line_and_exits() {
     expect(&mut alice, "Server has shut down, exiting...");
     exited_zero(&mut alice);
 }
+
+#[test]
+fn ctrl_c_at_the_prompt_leaves_cleanly() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let server = runtime.block_on(TestServer::start());
+    let state = tempfile::tempdir().expect("temp dir");
+    let mut alice = spawn_client(&server, "alice", state.path());
+    expect(&mut alice, "1 user(s) online");
+    expect(&mut alice, "> ");
+    alice.send_control('c').expect("Ctrl-C");
+    exited_zero(&mut alice);
+    runtime.block_on(within(
+        Duration::from_secs(10),
+        "server stop",
+        server.stop(),
+    ));
+}
