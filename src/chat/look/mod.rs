@@ -1,6 +1,6 @@
 //! How the chat looks: each [`Look`] turns an [`Event`] into text and reads
 //! input lines its own way. Plain lines for scripts over pipes, a coloured
-//! view for a person at a terminal ([`pretty`]), or JSON for bots ([`json`]).
+//! view for a person at a terminal (`pretty.rs`), or JSON for bots (`json.rs`).
 //! A look never reads the clock: the loop passes the time in.
 
 mod json;
