@@ -1,19 +1,15 @@
 //! The `quic-chat` binary: parse the command line, set up logging, wire
 //! signals to one shutdown token, run, and report errors as one line.
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
-use anyhow::Context;
 use clap::Parser;
 use time::UtcOffset;
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use quic_chat::chat::{self, TerminalEnv};
 use quic_chat::cli::{BenchArgs, Cli, CliCommand, ConnectArgs, ServerArgs};
-use quic_chat::client::terminal::{self, Terminal};
-use quic_chat::client::ui::{Frontend, OnlineNames, Style};
-use quic_chat::client::{render, ui, Client};
 use quic_chat::server::{console, Server};
 
 fn main() -> ExitCode {
@@ -101,52 +97,11 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
 }
 
 async fn run_client(args: ConnectArgs, offset: UtcOffset) -> anyhow::Result<()> {
-    let json = args.json;
-    let config = args.into_config();
-    let (client, incoming) = Client::connect(&config).await?;
-    let (lines_tx, lines) = mpsc::channel(64);
-    // Ctrl-C and SIGTERM leave the way EXIT does. A weak sender, so that end
-    // of input still closes the channel.
-    let signal_tx = lines_tx.downgrade();
-    let exit = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(exit.clone()));
-    tokio::spawn(async move {
-        exit.cancelled().await;
-        if let Some(tx) = signal_tx.upgrade() {
-            let _ = tx.send("EXIT".to_owned()).await;
-        }
-    });
-    if json || !std::io::stdin().is_terminal() {
-        spawn_stdin_lines(lines_tx);
-        let frontend = if json {
-            Frontend {
-                style: Style::Json,
-                names: None,
-            }
-        } else {
-            Frontend::plain()
-        };
-        let mut out = std::io::stdout();
-        ui::run(client, incoming, lines, &mut out, &frontend)
-            .await
-            .context("chat ended")?;
-        return Ok(());
-    }
-    let colour = render::colour_wanted(
-        std::env::var_os("NO_COLOR").as_deref(),
-        std::io::stdout().is_terminal(),
-    );
-    let names = OnlineNames::default();
-    let frontend = Frontend {
-        style: Style::Pretty(render::Pretty::new(colour, offset)),
-        names: Some(names.clone()),
-    };
-    let history =
-        terminal::history_path(std::env::var_os("XDG_STATE_HOME"), std::env::var_os("HOME"));
-    let mut terminal = Terminal::start(lines_tx, names, history)?;
-    let result = ui::run(client, incoming, lines, terminal.out(), &frontend).await;
-    terminal.finish();
-    result.context("chat ended")?;
+    let env = TerminalEnv::from_process(args.json, offset);
+    // Ctrl-C and SIGTERM leave the way EXIT does.
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    chat::run(&args.into_config(), env, shutdown).await?;
     Ok(())
 }
 
@@ -161,19 +116,6 @@ async fn run_bench(args: BenchArgs) -> anyhow::Result<()> {
     }
     out.flush()?;
     Ok(())
-}
-
-/// Read stdin lines on a plain thread (a blocked tokio stdin read would hold up
-/// shutdown); the channel closes at end of input.
-fn spawn_stdin_lines(tx: mpsc::Sender<String>) {
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lock().lines() {
-            let Ok(line) = line else { break };
-            if tx.blocking_send(line).is_err() {
-                break;
-            }
-        }
-    });
 }
 
 /// Cancel `token` on SIGINT or SIGTERM.

@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 
 use super::report::{Latency, Report};
 use super::{BenchConfig, BenchError, Meter, Window, Workload};
-use crate::client::{Client, Connector, Incoming};
+use crate::client::{Client, ClientEvent, Connector, Incoming};
 use crate::protocol::Status;
 
 /// Digits of the send timestamp at the front of every body.
@@ -202,7 +202,7 @@ async fn receive(
     loop {
         let next = tokio::time::timeout(Duration::from_millis(200), incoming.next()).await;
         match next {
-            Ok(Ok(message)) => {
+            Ok(Ok(ClientEvent::Message(message))) => {
                 if phase.measuring.load(Ordering::Relaxed) {
                     count += 1;
                     if let Some(us) = latency_us(phase.epoch, &message.body) {

@@ -1,7 +1,7 @@
 //! The operator console on stdin: `EXIT` shuts the server down. End of input
 //! (a server run by a service manager, or with `</dev/null`) is not a shutdown.
 
-use std::io::BufRead;
+use std::ops::ControlFlow;
 
 use tokio_util::sync::CancellationToken;
 
@@ -28,33 +28,23 @@ pub fn parse(line: &str) -> ConsoleCommand {
 /// Read stdin on a plain thread (a pending tokio stdin read would hold up
 /// runtime shutdown) and cancel `shutdown` when the operator types `EXIT`.
 pub fn spawn(shutdown: CancellationToken) {
-    let spawned = std::thread::Builder::new()
-        .name("console".into())
-        .spawn(move || {
-            let mut stdin = std::io::stdin().lock();
-            let mut raw = Vec::new();
-            loop {
-                raw.clear();
-                match stdin.read_until(b'\n', &mut raw) {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
-                // A line that is not UTF-8 is just an unknown command.
-                let line = String::from_utf8_lossy(&raw);
-                match parse(&line) {
-                    ConsoleCommand::Exit => {
-                        shutdown.cancel();
-                        return;
-                    }
-                    ConsoleCommand::Nothing => {}
-                    ConsoleCommand::Unknown => {
-                        tracing::warn!("unknown console command {line:?}; type EXIT to shut down")
-                    }
-                }
-            }
+    let on_line = move |line: String| match parse(&line) {
+        ConsoleCommand::Exit => {
+            shutdown.cancel();
+            ControlFlow::Break(())
+        }
+        ConsoleCommand::Nothing => ControlFlow::Continue(()),
+        ConsoleCommand::Unknown => {
+            tracing::warn!("unknown console command {line:?}; type EXIT to shut down");
+            ControlFlow::Continue(())
+        }
+    };
+    let on_end = |input_ended: bool| {
+        if input_ended {
             tracing::debug!("console input closed; still serving (stop with SIGINT or SIGTERM)");
-        });
-    if let Err(e) = spawned {
+        }
+    };
+    if let Err(e) = crate::stdin::spawn_lines("console", on_line, on_end) {
         tracing::warn!("no operator console: {e}");
     }
 }

@@ -172,7 +172,9 @@ async fn a_recipient_killed_mid_deliveries_leaves_senders_answered_and_frees_its
     assert_eq!(receipt.status, Status::Delivered);
     let message = within(SCENARIO, "delivery", victim_in.next())
         .await
-        .unwrap();
+        .unwrap()
+        .into_message()
+        .expect("a message");
     assert_eq!(
         (message.id, message.body.as_str()),
         (receipt.id, "welcome back")

@@ -6,9 +6,9 @@ use std::io::Write;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
-use quic_chat::client::ui::{self, Frontend, Outcome, Style};
+use quic_chat::chat::{run_session, Frontend, Look, Outcome};
 
-use crate::harness::{within, TestServer, SCENARIO};
+use crate::harness::{eventually, within, TestServer, SCENARIO};
 
 /// Output that hands each flushed chunk to the test as it is written.
 struct Lines(mpsc::UnboundedSender<String>, Vec<u8>);
@@ -44,12 +44,21 @@ async fn json_mode_speaks_json_both_ways() {
     let (input, lines) = mpsc::channel(8);
     let (out_tx, mut out) = mpsc::unbounded_channel();
     let frontend = Frontend {
-        style: Style::Json,
+        look: Look::Json,
         names: None,
     };
     let chat = tokio::spawn(async move {
         let mut writer = Lines(out_tx, Vec::new());
-        ui::run(alice, alice_incoming, lines, &mut writer, &frontend).await
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        run_session(
+            alice,
+            alice_incoming,
+            lines,
+            &mut writer,
+            &frontend,
+            shutdown,
+        )
+        .await
     });
 
     let welcome = next_event(&mut out).await;
@@ -73,7 +82,9 @@ async fn json_mode_speaks_json_both_ways() {
     assert_eq!(receipt["status"], "delivered");
     let got = within(SCENARIO, "bob's message", bob_incoming.next())
         .await
-        .expect("bob receives");
+        .expect("bob receives")
+        .into_message()
+        .expect("a message");
     assert_eq!(got.body, " two\nlines ");
 
     input.send("send nobody hi".into()).await.unwrap();
@@ -95,6 +106,41 @@ async fn json_mode_speaks_json_both_ways() {
         .expect("the loop does not panic")
         .expect("a clean exit");
     assert_eq!(outcome, Outcome::Left);
+    bob.close().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_cancelled_token_leaves_as_exit_does() {
+    use quic_chat::protocol::Status;
+    let server = TestServer::start().await;
+    let (bob, _bob_incoming) = server.connect("bob").await;
+    let (alice, alice_incoming) = server.connect("alice").await;
+    // The input stays open: only the token ends the chat.
+    let (_input, lines) = mpsc::channel::<String>(8);
+    let (out_tx, mut out) = mpsc::unbounded_channel();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let token = shutdown.clone();
+    let chat = tokio::spawn(async move {
+        let mut writer = Lines(out_tx, Vec::new());
+        let frontend = Frontend {
+            look: Look::Json,
+            names: None,
+        };
+        run_session(alice, alice_incoming, lines, &mut writer, &frontend, token).await
+    });
+    assert_eq!(next_event(&mut out).await["event"], "welcome");
+    shutdown.cancel();
+    let outcome = within(SCENARIO, "the chat to end", chat)
+        .await
+        .expect("the loop does not panic")
+        .expect("a clean exit");
+    assert_eq!(outcome, Outcome::Left);
+    // alice said BYE: her name is free at once.
+    eventually(SCENARIO, "alice to be gone", || async {
+        bob.send("alice", "still there?").await.unwrap().status == Status::NotConnected
+    })
+    .await;
     bob.close().await;
     server.stop().await;
 }

@@ -4,6 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use quic_chat::client::{ClientError, HandshakeFailure};
 use quic_chat::protocol::Status;
 use quic_chat::server::Limits;
 
@@ -22,7 +23,16 @@ async fn connections_per_ip_are_capped() {
         .try_connect("c")
         .await
         .expect_err("a third connection from one IP");
-    assert!(error.to_string().contains("refused"), "{error}");
+    assert!(
+        matches!(
+            &error,
+            ClientError::Handshake {
+                kind: HandshakeFailure::Refused,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
     assert_eq!(server.admission.refused.load(Ordering::Relaxed), 1);
     a.close().await;
     eventually(SCENARIO, "a slot freed by a's BYE", || async {
@@ -66,7 +76,10 @@ async fn busy_servers_validate_addresses_with_a_retry() {
         alice.send("bob", "validated").await.unwrap().status,
         Status::Delivered
     );
-    assert_eq!(bob_in.next().await.unwrap().body, "validated");
+    assert_eq!(
+        bob_in.next().await.unwrap().into_message().unwrap().body,
+        "validated"
+    );
     server.stop().await;
 }
 
@@ -99,13 +112,16 @@ async fn over_the_rate_limit_sends_are_refused_and_not_delivered() {
         [Delivered, Delivered, Delivered, RateLimited, RateLimited]
     );
     for i in 0..3 {
-        assert_eq!(bob_in.next().await.unwrap().body, format!("m{i}"));
+        assert_eq!(
+            bob_in.next().await.unwrap().into_message().unwrap().body,
+            format!("m{i}")
+        );
     }
     // The limit is per user: bob can still talk.
     let (carol, _) = server.connect("carol").await;
     assert_eq!(carol.send("bob", "hi").await.unwrap().status, Delivered);
     assert_eq!(
-        bob_in.next().await.unwrap().body,
+        bob_in.next().await.unwrap().into_message().unwrap().body,
         "hi",
         "nothing rate-limited arrived"
     );

@@ -18,14 +18,15 @@ async fn delivered_message_carries_the_receipt_id_and_the_registered_name() {
         .await
         .unwrap();
     assert_eq!(receipt.status, Status::Delivered);
-    let message = within(SCENARIO, "delivery", bob_in.next()).await.unwrap();
+    let message = within(SCENARIO, "delivery", bob_in.next())
+        .await
+        .unwrap()
+        .into_message()
+        .expect("a message");
     assert_eq!(message.id, receipt.id);
     assert_eq!(message.from, "Alice", "from is the name as registered");
     assert_eq!(message.body, "hi  there ");
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64;
+    let now_ms = quic_chat::clock::unix_ms();
     assert!(message.sent_at_ms <= now_ms && message.sent_at_ms + 60_000 > now_ms);
     server.stop().await;
 }
@@ -85,7 +86,9 @@ async fn body_limit_is_65536_bytes() {
     assert_eq!(receipt.status, Status::Delivered);
     let message = within(SCENARIO, "large delivery", bob_in.next())
         .await
-        .unwrap();
+        .unwrap()
+        .into_message()
+        .expect("a message");
     assert_eq!(message.body.len(), MAX_BODY_BYTES);
     assert_eq!(message.id, receipt.id);
     server.stop().await;
@@ -113,7 +116,7 @@ async fn more_than_a_hundred_sequential_messages_reach_one_client() {
         for i in 0..300 {
             let receipt = alice.send("bob", &format!("m{i}")).await.unwrap();
             assert_eq!(receipt.status, Status::Delivered, "message {i}");
-            let message = bob_in.next().await.unwrap();
+            let message = bob_in.next().await.unwrap().into_message().unwrap();
             assert_eq!((message.id, message.body), (receipt.id, format!("m{i}")));
         }
     })
@@ -129,7 +132,9 @@ async fn a_user_can_message_themself() {
     assert_eq!(receipt.status, Status::Delivered);
     let message = within(SCENARIO, "self delivery", alice_in.next())
         .await
-        .unwrap();
+        .unwrap()
+        .into_message()
+        .expect("a message");
     assert_eq!((message.from.as_str(), message.id), ("alice", receipt.id));
     server.stop().await;
 }
@@ -189,7 +194,7 @@ async fn a_thousand_messages_among_many_users_each_arrive_exactly_once() {
                 .filter(|(to, _, _)| *to == format!("r{r}"))
                 .count();
             for _ in 0..mine {
-                let message = incoming.next().await.unwrap();
+                let message = incoming.next().await.unwrap().into_message().unwrap();
                 let from_ok = message.body.starts_with(&format!("{}-", message.from));
                 assert!(from_ok, "{} stamped as {}", message.body, message.from);
                 let key = (format!("r{r}"), message.body, message.id);

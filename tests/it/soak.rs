@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use quic_chat::client::{Client, ClientConfig, ClientError, Disconnect, Incoming, Message};
+use quic_chat::client::{
+    Client, ClientConfig, ClientError, ClientEvent, Disconnect, Incoming, Message,
+};
 use quic_chat::protocol::{CloseCode, RefuseReason, Status};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -125,9 +127,10 @@ fn spawn_reader(
     tokio::spawn(async move {
         loop {
             match incoming.next().await {
-                Ok(message) => {
+                Ok(ClientEvent::Message(message)) => {
                     let _ = got.send((user, message));
                 }
+                Ok(other) => panic!("protocol v1 pushes only messages: {other:?}"),
                 Err(ended) => return ended,
             }
         }

@@ -4,6 +4,7 @@
 use std::process::Command;
 use std::time::Duration;
 
+use rexpect::process::WaitStatus;
 use rexpect::reader::Options;
 use rexpect::session::{spawn_with_options, PtySession};
 
@@ -42,7 +43,7 @@ fn spawn_client(server: &TestServer, name: &str, state: &std::path::Path) -> Pty
 fn exited_zero(session: &mut PtySession) {
     session.exp_eof().expect("the client exits");
     let status = session.process.wait().expect("exit status");
-    assert!(format!("{status:?}").ends_with(", 0)"), "{status:?}");
+    assert!(matches!(status, WaitStatus::Exited(_, 0)), "{status:?}");
 }
 
 #[test]
@@ -79,7 +80,9 @@ fn a_message_arriving_mid_line_leaves_the_typed_line_intact() {
     alice.flush().expect("flush");
     let message = runtime
         .block_on(within(SCENARIO, "alice's message", bob_incoming.next()))
-        .expect("bob receives");
+        .expect("bob receives")
+        .into_message()
+        .expect("a message");
     assert_eq!(message.from, "alice");
     assert_eq!(message.body, "hello  there ");
     expect(&mut alice, "you → bob: hello  there  ✓");
@@ -92,7 +95,9 @@ fn a_message_arriving_mid_line_leaves_the_typed_line_intact() {
     alice.flush().expect("flush");
     let message = runtime
         .block_on(within(SCENARIO, "the completed send", bob_incoming.next()))
-        .expect("bob receives");
+        .expect("bob receives")
+        .into_message()
+        .expect("a message");
     assert_eq!(message.body, "again");
 
     alice.send("EXIT\r").expect("type");
@@ -128,4 +133,21 @@ fn a_server_shutdown_while_typing_prints_the_shutdown_line_and_exits() {
     ));
     expect(&mut alice, "Server has shut down, exiting...");
     exited_zero(&mut alice);
+}
+
+#[test]
+fn ctrl_c_at_the_prompt_leaves_cleanly() {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let server = runtime.block_on(TestServer::start());
+    let state = tempfile::tempdir().expect("temp dir");
+    let mut alice = spawn_client(&server, "alice", state.path());
+    expect(&mut alice, "1 user(s) online");
+    expect(&mut alice, "> ");
+    alice.send_control('c').expect("Ctrl-C");
+    exited_zero(&mut alice);
+    runtime.block_on(within(
+        Duration::from_secs(10),
+        "server stop",
+        server.stop(),
+    ));
 }

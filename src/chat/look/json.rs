@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::command::{self, Command};
-use super::ui::Event;
+use crate::chat::command::{self, Command};
+use crate::chat::event::Event;
 use crate::protocol::Status;
 
 /// One output line.
@@ -32,7 +32,7 @@ enum JsonEvent<'a> {
         names: &'a [String],
     },
     Help {
-        text: &'static str,
+        text: &'a str,
     },
     Error {
         message: String,
@@ -51,7 +51,7 @@ enum JsonCommand {
 }
 
 /// The snake_case name of a receipt status, as the JSON events carry it.
-pub fn status_name(status: Status) -> &'static str {
+pub(super) fn status_name(status: Status) -> &'static str {
     match status {
         Status::Delivered => "delivered",
         Status::NotConnected => "not_connected",
@@ -64,7 +64,7 @@ pub fn status_name(status: Status) -> &'static str {
 }
 
 /// `event` as one line of JSON (no line break; control characters escaped).
-pub fn event(event: &Event<'_>) -> String {
+pub(super) fn event(event: &Event<'_>) -> String {
     let json = match event {
         Event::Welcome {
             server,
@@ -94,7 +94,7 @@ pub fn event(event: &Event<'_>) -> String {
             message: format!("cannot list users: {error}"),
         },
         Event::Help => JsonEvent::Help {
-            text: command::HELP,
+            text: command::help(),
         },
         Event::Invalid(hint) => JsonEvent::Error {
             message: (*hint).to_owned(),
@@ -128,7 +128,7 @@ fn escape_remaining_controls(line: String) -> String {
 
 /// The command an input line asks for: a JSON object if it starts with `{`,
 /// otherwise a plain command line.
-pub fn parse_input(line: &str) -> Command {
+pub(super) fn parse_input(line: &str) -> Command {
     let trimmed = line.trim();
     if !trimmed.starts_with('{') {
         return command::parse(line);

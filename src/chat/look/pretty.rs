@@ -2,14 +2,12 @@
 //! your own messages echoed in a distinct style, and a mark for every receipt.
 //! Everything from the network goes through [`sanitize`] first.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use anstyle::{AnsiColor, Color, Style};
 use time::{OffsetDateTime, UtcOffset};
 
-use super::command;
-use super::sanitize::sanitize;
-use super::ui::{status_line, Event, SHUTDOWN_LINE};
+use crate::chat::command;
+use crate::chat::event::{status_line, welcome_line, Event, SHUTDOWN_LINE};
+use crate::chat::sanitize::sanitize;
 use crate::protocol::Status;
 
 /// Colours a name can get; dark blue and black are left out for readability.
@@ -44,15 +42,8 @@ pub struct Pretty {
 
 /// Whether to colour output: not when `NO_COLOR` has any non-empty value, and
 /// not when stdout is not a terminal.
-pub fn colour_wanted(no_color: Option<&std::ffi::OsStr>, stdout_is_terminal: bool) -> bool {
+pub(crate) fn colour_wanted(no_color: Option<&std::ffi::OsStr>, stdout_is_terminal: bool) -> bool {
     stdout_is_terminal && !matches!(no_color, Some(value) if !value.is_empty())
-}
-
-/// The time now, in Unix milliseconds.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Pretty {
@@ -63,20 +54,13 @@ impl Pretty {
 
     /// The text for `event` (possibly several lines), with `now_ms` as the time
     /// of local events such as receipts.
-    pub fn format(&self, event: &Event<'_>, now_ms: u64) -> Option<String> {
+    pub(crate) fn format(&self, event: &Event<'_>, now_ms: u64) -> Option<String> {
         Some(match event {
             Event::Welcome {
                 server,
                 online,
                 username,
-            } => self.paint(
-                BOLD,
-                &format!(
-                    "Welcome to {}, {}! {online} user(s) online. Type help for commands.",
-                    sanitize(server),
-                    sanitize(username)
-                ),
-            ),
+            } => self.paint(BOLD, &welcome_line(server, *online, username)),
             Event::Message(message) => format!(
                 "{} {}: {}",
                 self.time(message.sent_at_ms),
@@ -107,7 +91,7 @@ impl Pretty {
                 FAIL,
                 &format!("✗ cannot list users: {}", sanitize(&error.to_string())),
             ),
-            Event::Help => command::HELP.to_owned(),
+            Event::Help => command::help().to_owned(),
             Event::Invalid(hint) => self.paint(WARN, &sanitize(hint)),
             Event::Shutdown => self.paint(BOLD, SHUTDOWN_LINE),
         })
@@ -157,7 +141,7 @@ fn name_hash(name: &str) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::{Message, Receipt};
+    use crate::client::{ClientError, Message, Receipt};
 
     const NOON: u64 = 1_700_000_000_000; // 2023-11-14 22:13:20 UTC
 
@@ -209,7 +193,7 @@ mod tests {
             assert!(text.contains(" ✗ message not sent: "), "{text}");
             assert!(!text.contains('\n'));
         }
-        let error = crate::client::ClientError::Timeout("the server".into());
+        let error = ClientError::Timeout("the server".into());
         let event = Event::SendFailed {
             to: "bob",
             body: "hi",

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 /// `text` with every dangerous character replaced by a visible stand-in:
 /// C0 controls (except tab) and DEL in caret notation (`^[`, `^J`, `^?`), C1
 /// controls and bidirectional/invisible formatting characters as `<U+XXXX>`.
-pub fn sanitize(text: &str) -> Cow<'_, str> {
+pub(crate) fn sanitize(text: &str) -> Cow<'_, str> {
     if !text.chars().any(is_dangerous) {
         return Cow::Borrowed(text);
     }

@@ -28,23 +28,21 @@ use rustyline::history::FileHistory;
 use rustyline::validate::Validator;
 use rustyline::{Context, Editor, ExternalPrinter, Helper};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use super::command::{self, Command};
-use super::ui::OnlineNames;
+use super::command::{self, Command, COMMANDS};
+use super::names::OnlineNames;
 
 /// The prompt shown while typing.
-pub const PROMPT: &str = "> ";
+const PROMPT: &str = "> ";
 
 /// Most history lines kept.
 const HISTORY_SIZE: usize = 1000;
 
-/// The command words Tab completes at the start of a line.
-const COMMANDS: [&str; 4] = ["send ", "users", "help", "EXIT"];
-
 /// Where history is kept: `$XDG_STATE_HOME/quic-chat/history`, or
 /// `$HOME/.local/state/quic-chat/history`. Relative or empty values are ignored,
 /// as the XDG base directory specification asks.
-pub fn history_path(
+pub(crate) fn history_path(
     xdg_state_home: Option<std::ffi::OsString>,
     home: Option<std::ffi::OsString>,
 ) -> Option<PathBuf> {
@@ -59,7 +57,7 @@ pub fn history_path(
 /// What Tab offers at `pos` in `line`: the start of the word being completed
 /// and the candidates. Commands complete at the start of a line, online names
 /// as the recipient of `send`.
-pub fn complete(line: &str, pos: usize, names: &OnlineNames) -> (usize, Vec<String>) {
+fn complete(line: &str, pos: usize, names: &OnlineNames) -> (usize, Vec<String>) {
     let before = line.get(..pos).unwrap_or(line);
     let start = before.rfind(char::is_whitespace).map_or(0, |at| {
         at + before[at..].chars().next().map_or(1, char::len_utf8)
@@ -67,10 +65,17 @@ pub fn complete(line: &str, pos: usize, names: &OnlineNames) -> (usize, Vec<Stri
     let word = &before[start..];
     let earlier: Vec<&str> = before[..start].split_whitespace().collect();
     let candidates = match earlier.as_slice() {
+        // Command words as help shows them; a space after those that take arguments.
         [] => COMMANDS
             .iter()
-            .filter(|c| c.to_lowercase().starts_with(&word.to_lowercase()))
-            .map(|c| (*c).to_owned())
+            .filter(|spec| spec.word.to_lowercase().starts_with(&word.to_lowercase()))
+            .map(|spec| {
+                if spec.takes_args() {
+                    format!("{} ", spec.word)
+                } else {
+                    spec.word.to_owned()
+                }
+            })
             .collect(),
         [send] if send.eq_ignore_ascii_case("send") => names
             .matching(word)
@@ -114,7 +119,7 @@ pub struct TerminalError(#[from] ReadlineError);
 
 /// The running line editor: the output to print through, and what is needed
 /// to leave the terminal as it was found.
-pub struct Terminal {
+pub(crate) struct Terminal {
     out: TerminalOut,
     reading: Arc<AtomicBool>,
     #[cfg(unix)]
@@ -122,7 +127,7 @@ pub struct Terminal {
 }
 
 /// Output that goes above the prompt while the editor is reading.
-pub struct TerminalOut {
+pub(crate) struct TerminalOut {
     printer: Option<Box<dyn ExternalPrinter + Send>>,
     buffer: Vec<u8>,
 }
@@ -152,13 +157,14 @@ impl Write for TerminalOut {
 
 impl Terminal {
     /// Start the editor on its own thread. Each line typed goes to `lines`;
-    /// `EXIT`, Ctrl-C and Ctrl-D end the reading (the last two by closing or
-    /// sending `EXIT`). History is read from and appended to `history`, if given;
-    /// failing to do so is never fatal.
-    pub fn start(
+    /// `EXIT`, Ctrl-C and Ctrl-D end the reading (Ctrl-D by closing `lines`,
+    /// Ctrl-C by cancelling `shutdown`). History is read from and appended to
+    /// `history`, if given; failing to do so is never fatal.
+    pub(crate) fn start(
         lines: mpsc::Sender<String>,
         names: OnlineNames,
         history: Option<PathBuf>,
+        shutdown: CancellationToken,
     ) -> Result<Terminal, TerminalError> {
         #[cfg(unix)]
         let saved = nix::sys::termios::tcgetattr(std::io::stdin()).ok();
@@ -183,7 +189,7 @@ impl Terminal {
             .map(|printer| Box::new(printer) as Box<dyn ExternalPrinter + Send>);
         let reading = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&reading);
-        std::thread::spawn(move || read_lines(editor, lines, history, flag));
+        std::thread::spawn(move || read_lines(editor, lines, history, flag, shutdown));
         Ok(Terminal {
             out: TerminalOut {
                 printer,
@@ -196,14 +202,14 @@ impl Terminal {
     }
 
     /// Where the chat loop writes.
-    pub fn out(&mut self) -> &mut TerminalOut {
+    pub(crate) fn out(&mut self) -> &mut TerminalOut {
         &mut self.out
     }
 
     /// The chat is over: make sure everything printed reached the screen, and
     /// if the editor is still waiting for a line, give the terminal back in the
     /// mode it was found in.
-    pub fn finish(mut self) {
+    pub(crate) fn finish(mut self) {
         if !self.reading.load(Ordering::SeqCst) {
             return;
         }
@@ -238,6 +244,7 @@ fn read_lines(
     lines: mpsc::Sender<String>,
     history: Option<PathBuf>,
     reading: Arc<AtomicBool>,
+    shutdown: CancellationToken,
 ) {
     loop {
         reading.store(true, Ordering::SeqCst);
@@ -258,7 +265,7 @@ fn read_lines(
                 }
             }
             Err(ReadlineError::Interrupted) => {
-                let _ = lines.blocking_send("EXIT".to_owned());
+                shutdown.cancel();
                 return;
             }
             Err(_) => return, // Ctrl-D or a terminal failure: end of input

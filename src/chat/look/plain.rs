@@ -1,0 +1,84 @@
+//! The plain look: the lines the line client has always printed.
+
+use crate::chat::command;
+use crate::chat::event::{status_line, welcome_line, Event, SHUTDOWN_LINE};
+use crate::chat::sanitize::sanitize;
+
+/// The plain line for `event`; `None` shows nothing.
+pub(super) fn format(event: &Event<'_>) -> Option<String> {
+    Some(match event {
+        Event::Welcome {
+            server,
+            online,
+            username,
+        } => welcome_line(server, *online, username),
+        Event::Message(message) => {
+            format!("{}: {}", sanitize(&message.from), sanitize(&message.body))
+        }
+        Event::Sent { to, receipt, .. } => return status_line(to, receipt.status),
+        Event::SendFailed { to, error, .. } => {
+            format!(
+                "message to {} not sent: {}",
+                sanitize(to),
+                sanitize(&error.to_string())
+            )
+        }
+        Event::Users(names) => {
+            let names: Vec<_> = names.iter().map(|n| sanitize(n)).collect();
+            format!("online ({}): {}", names.len(), names.join(", "))
+        }
+        Event::UsersFailed(error) => {
+            format!("cannot list users: {}", sanitize(&error.to_string()))
+        }
+        Event::Help => command::help().to_owned(),
+        Event::Invalid(hint) => sanitize(hint).into_owned(),
+        Event::Shutdown => SHUTDOWN_LINE.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::{Message, Receipt};
+    use crate::protocol::Status;
+
+    #[test]
+    fn plain_lines_are_the_line_clients() {
+        let message = Message {
+            id: 1,
+            from: "alice".into(),
+            sent_at_ms: 0,
+            body: "hi\x1b[2J".into(),
+        };
+        assert_eq!(
+            format(&Event::Welcome {
+                server: "quic-chat 0.1.0",
+                online: 2,
+                username: "bob"
+            }),
+            Some(
+                "Welcome to quic-chat 0.1.0, bob! 2 user(s) online. Type help for commands.".into()
+            )
+        );
+        assert_eq!(
+            format(&Event::Message(&message)),
+            Some("alice: hi^[[2J".into())
+        );
+        let delivered = Receipt {
+            id: 1,
+            status: Status::Delivered,
+        };
+        let sent = Event::Sent {
+            to: "bob",
+            body: "hi",
+            receipt: delivered,
+        };
+        assert_eq!(format(&sent), None, "a delivered send is quiet");
+        let names = ["alice".to_owned(), "bob".to_owned()];
+        assert_eq!(
+            format(&Event::Users(&names)),
+            Some("online (2): alice, bob".into())
+        );
+        assert_eq!(format(&Event::Shutdown), Some(SHUTDOWN_LINE.to_owned()));
+    }
+}
