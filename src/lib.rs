@@ -1,11 +1,12 @@
 //! quic-chat: a self-hosted encrypted messenger over QUIC.
 //!
 //! Module map:
-//! - [`protocol`]: the wire contract (protocol v1): frames, codec, close codes, usernames.
-//! - [`net`]: UDP sockets with buffers sized for QUIC bursts.
+//! - [`protocol`]: the wire contract: versions, frames, codec, close codes, usernames.
+//! - `transport` (internal): UDP sockets sized for QUIC bursts, and both sides' QUIC settings.
 //! - [`tls`]: the CA and server certificates, and the rustls configs of both sides.
 //! - [`clock`]: the wall clock in Unix milliseconds.
-//! - [`server`]: the chat server: accept loop, sessions, registry, delivery, console.
+//! - [`server`]: the chat server: accept loop, Hello, sessions, the Send router,
+//!   presence, mailboxes, delivery, console.
 //! - [`client`]: the client library: connect, send, list users, incoming events, typed errors.
 //! - [`chat`]: the terminal program on top of it: the loop, its looks, commands, line editor.
 //! - [`bench`]: the load generator behind `quic-chat bench`.
@@ -19,8 +20,8 @@ pub mod chat;
 pub mod cli;
 pub mod client;
 pub mod clock;
-pub mod net;
 pub mod protocol;
 pub mod server;
 mod stdin;
 pub mod tls;
+mod transport;

@@ -3,7 +3,6 @@
 //! client's QUIC transport settings live here too.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Client, ClientConfig, ClientError, HandshakeFailure, Incoming};
@@ -35,13 +34,16 @@ impl Connector {
         let (addr, host) = resolve(&config.server).await?;
         let crypto = tls::client_crypto(&config.ca_file, config.tls_resumption)?;
         let mut client_config = quinn::ClientConfig::new(crypto);
-        client_config.transport_config(client_transport(config));
+        client_config.transport_config(crate::transport::client(
+            config.keep_alive,
+            config.idle_timeout,
+        ));
         let local: SocketAddr = if addr.is_ipv6() {
             (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
         } else {
             (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
         };
-        let socket = crate::net::bind_udp(local).map_err(ClientError::Socket)?;
+        let socket = crate::transport::bind_udp(local).map_err(ClientError::Socket)?;
         let runtime = quinn::default_runtime()
             .ok_or_else(|| ClientError::Socket(std::io::Error::other("no async runtime")))?;
         let mut endpoint =
@@ -82,32 +84,6 @@ impl Connector {
     pub async fn wait_idle(&self, limit: Duration) {
         let _ = tokio::time::timeout(limit, self.endpoint.wait_idle()).await;
     }
-}
-
-/// The client's transport settings: keep-alives so an idle chat stays up, room
-/// for many deliveries in flight, and prompt ACKs so `Delivered` comes quickly.
-fn client_transport(config: &ClientConfig) -> Arc<quinn::TransportConfig> {
-    let idle = quinn::IdleTimeout::try_from(config.idle_timeout)
-        .unwrap_or_else(|_| quinn::IdleTimeout::from(quinn::VarInt::from_u32(30_000)));
-    let mut transport = quinn::TransportConfig::default();
-    transport
-        .max_concurrent_bidi_streams(0u32.into())
-        .max_concurrent_uni_streams(256u32.into())
-        .keep_alive_interval(Some(config.keep_alive))
-        .max_idle_timeout(Some(idle))
-        // Support the ACK-frequency extension, so the server can ask us to
-        // acknowledge deliveries promptly; and ask the server to acknowledge our
-        // requests sparingly, since its Receipt acknowledges them anyway.
-        .ack_frequency_config(Some(sparse_acks()))
-        .mtu_discovery_config(Some(crate::net::mtu_discovery()));
-    Arc::new(transport)
-}
-
-/// ACK-frequency settings asking the server to acknowledge up to 8 packets at once.
-fn sparse_acks() -> quinn::AckFrequencyConfig {
-    let mut config = quinn::AckFrequencyConfig::default();
-    config.ack_eliciting_threshold(quinn::VarInt::from_u32(8));
-    config
 }
 
 /// Split `HOST:PORT` (or `[IPv6]:PORT`) and resolve it; returns the address and the host part.

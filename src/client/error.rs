@@ -138,7 +138,7 @@ impl HandshakeFailure {
                 .into(),
             HandshakeFailure::UnsupportedProtocol => format!(
                 " (the server does not speak {})",
-                String::from_utf8_lossy(protocol::ALPN)
+                String::from_utf8_lossy(protocol::Version::LATEST.alpn())
             ),
             HandshakeFailure::Refused | HandshakeFailure::TimedOut | HandshakeFailure::Other => {
                 String::new()

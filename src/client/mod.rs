@@ -24,7 +24,7 @@ use connector::Timeouts;
 
 use crate::protocol::frames::RequestRef;
 use crate::protocol::{
-    self, read_frame, write_frame, CloseCode, FrameError, Reply, Request, Status,
+    read_frame, write_frame, CloseCode, FrameError, Reply, Request, Status, Version,
 };
 
 /// The server's answer to one Send.
@@ -52,8 +52,8 @@ pub struct Client {
     connection: quinn::Connection,
     welcome: Welcome,
     username: String,
-    /// The protocol version the Hello asked for and the server welcomed.
-    protocol: u32,
+    /// The protocol version the connection negotiated and the Hello asked for.
+    version: Version,
     timeouts: Timeouts,
     /// Whether closing this client should also wait for its endpoint to go idle.
     owns_endpoint: bool,
@@ -81,10 +81,14 @@ impl Client {
         username: &str,
         timeouts: Timeouts,
     ) -> Result<(Client, Incoming), ClientError> {
-        // The one version v1 speaks; with protocol v2 this follows the negotiated ALPN.
-        let version = protocol::PROTOCOL_VERSION;
+        let Some(version) = Version::of_connection(&connection) else {
+            return Err(protocol_violation(
+                &connection,
+                "the server negotiated no protocol version we speak".to_owned(),
+            ));
+        };
         let hello = Request::Hello {
-            protocol: version,
+            protocol: version.number(),
             username: username.to_owned(),
         };
         let welcome = match request(&connection, &hello, timeouts).await? {
@@ -112,7 +116,7 @@ impl Client {
             connection,
             welcome,
             username: username.to_owned(),
-            protocol: version,
+            version,
             timeouts,
             owns_endpoint: false,
         };
@@ -129,9 +133,9 @@ impl Client {
         &self.username
     }
 
-    /// The protocol version we registered with.
-    pub fn protocol(&self) -> u32 {
-        self.protocol
+    /// The protocol version the connection negotiated and we registered with.
+    pub fn version(&self) -> Version {
+        self.version
     }
 
     /// Send one message and wait for its receipt.

@@ -1,5 +1,4 @@
-//! The server's plain configuration (built by the CLI or directly by tests) and
-//! the QUIC transport limits derived from it.
+//! The server's plain configuration, built by the CLI or directly by tests.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -76,58 +75,13 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// The QUIC transport parameters for these limits.
-    ///
-    /// Memory budget per connection: at most `receive_window` (1 MiB) of request
-    /// data buffered, at most `send_window` (1 MiB) of delivery data unacknowledged,
-    /// plus quinn's per-stream state for `max_streams_per_connection` streams.
-    pub fn transport(&self) -> Arc<quinn::TransportConfig> {
-        let mut transport = quinn::TransportConfig::default();
-        transport
-            .max_concurrent_bidi_streams(self.max_streams_per_connection.into())
-            // Clients never open unidirectional streams; allowing one lets the server
-            // see the violation and close with PROTOCOL_ERROR instead of the client hanging.
-            .max_concurrent_uni_streams(1u32.into())
-            // Room for one whole frame, plus a little so an oversized one is noticed at once.
-            .stream_receive_window(quinn::VarInt::from_u32((MAX_FRAME_BYTES + 8192) as u32))
-            .receive_window(quinn::VarInt::from_u32(1 << 20))
-            .send_window(1 << 20)
-            .max_idle_timeout(Some(
-                self.idle_timeout
-                    .min(Duration::from_secs(30))
-                    .try_into()
-                    .unwrap_or(quinn::IdleTimeout::from(quinn::VarInt::from_u32(30_000))),
-            ))
-            .ack_frequency_config(Some(prompt_acks()))
-            .mtu_discovery_config(Some(crate::net::mtu_discovery()))
-            .enable_segmentation_offload(self.segmentation_offload);
-        Arc::new(transport)
-    }
-}
-
-/// Ask peers that support the ACK-frequency extension to acknowledge promptly,
-/// so that `Delivered` receipts are not held up by the peer's delayed-ACK timer.
-pub fn prompt_acks() -> quinn::AckFrequencyConfig {
-    let mut config = quinn::AckFrequencyConfig::default();
-    config
-        .max_ack_delay(Some(Duration::from_millis(1)))
-        .ack_eliciting_threshold(quinn::VarInt::from_u32(0));
-    config
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The server probes the path MTU the same two-step way as the client
-    /// (tests/it/transport.rs checks the client's probes on a real connection).
-    #[test]
-    fn the_server_uses_the_shared_mtu_discovery() {
-        let transport = format!("{:?}", Limits::default().transport());
-        let shared = format!("{:?}", crate::net::mtu_discovery());
-        assert!(
-            transport.contains(&format!("mtu_discovery_config: Some({shared})")),
-            "{transport}"
-        );
+    /// The QUIC transport settings for these limits.
+    pub(crate) fn transport(&self) -> Arc<quinn::TransportConfig> {
+        crate::transport::server(crate::transport::ServerTransport {
+            max_streams: self.max_streams_per_connection,
+            idle_timeout: self.idle_timeout,
+            segmentation_offload: self.segmentation_offload,
+            max_frame_bytes: MAX_FRAME_BYTES,
+        })
     }
 }

@@ -81,10 +81,11 @@ impl Server {
         let mut tokens = quinn::ValidationTokenConfig::default();
         tokens.sent(1);
         server_config.validation_token_config(tokens);
-        let socket = crate::net::bind_udp(config.bind).map_err(|source| ServerError::Bind {
-            addr: config.bind,
-            source,
-        })?;
+        let socket =
+            crate::transport::bind_udp(config.bind).map_err(|source| ServerError::Bind {
+                addr: config.bind,
+                source,
+            })?;
         let endpoint = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
             Some(server_config),

@@ -2,7 +2,6 @@
 //! place where what happened to it becomes the `Status` its sender is told.
 
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 
@@ -10,6 +9,7 @@ use super::delivery::{DeliveryOutcome, Envelope};
 use super::presence::Route;
 use super::rate::TokenBucket;
 use super::state::State;
+use crate::clock::unix_ms;
 use crate::protocol::{NameKey, Status, MAX_BODY_BYTES};
 
 /// The sending side of a Send, as the router needs it.
@@ -65,7 +65,7 @@ pub(crate) async fn route_send(
     let envelope = Envelope {
         id,
         from: &from.name,
-        sent_at_ms: unix_millis(),
+        sent_at_ms: unix_ms(),
         body,
     };
     let outcome = mailbox
@@ -83,12 +83,4 @@ fn status_of(outcome: DeliveryOutcome) -> Status {
         DeliveryOutcome::TimedOut | DeliveryOutcome::Busy => Status::RecipientBusy,
         DeliveryOutcome::Oversized => Status::TooLarge,
     }
-}
-
-/// The server's clock in Unix milliseconds, as `Deliver.sent_at_ms` carries it.
-pub(crate) fn unix_millis() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
