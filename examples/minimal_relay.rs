@@ -18,10 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use quic_chat::protocol::frames::RequestRef;
 use quic_chat::protocol::{
-    codec::{decode_borrowed, encode_deliver_header, read_frame_bytes, write_parts},
-    encode, Reply, Request, Status,
+    codec::{decode_request, encode_deliver_header, read_frame_bytes, write_parts},
+    encode, Reply, Request, RequestRef, Status, Version,
 };
 
 type Users = Arc<Mutex<HashMap<String, quinn::Connection>>>;
@@ -93,7 +92,7 @@ async fn request(
     from: &str,
 ) -> anyhow::Result<()> {
     let frame = Bytes::from(read_frame_bytes(&mut recv).await?);
-    let reply = match decode_borrowed::<RequestRef>(&frame)? {
+    let reply = match decode_request(Version::V1, &frame)? {
         RequestRef::Send { to, body } => {
             let id = ids.fetch_add(1, Ordering::Relaxed);
             let recipient = users.lock().unwrap().get(to).cloned();
@@ -117,6 +116,7 @@ async fn request(
             names: users.lock().unwrap().keys().cloned().collect(),
         },
         RequestRef::Hello { .. } => anyhow::bail!("second Hello"),
+        RequestRef::Devices(_) => anyhow::bail!("not a v1 request"),
     };
     write_parts(&mut send, [Bytes::from(encode(&reply)?)]).await?;
     Ok(())

@@ -76,6 +76,7 @@ pub(crate) fn status_line(to: &str, status: Status) -> Option<String> {
         }
         Status::RecipientBusy => format!("message not sent: {to} is not keeping up with messages"),
         Status::InvalidRecipient => format!("message not sent: '{to}' is not a valid username"),
+        Status::Expired => format!("message to {to} expired unread"),
     })
 }
 

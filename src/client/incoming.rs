@@ -4,7 +4,7 @@
 use tokio::sync::mpsc;
 
 use super::Disconnect;
-use crate::protocol::{read_frame, CloseCode, Push};
+use crate::protocol::{read_frame, CloseCode, Push, Status, Version};
 
 /// Events received but not yet taken by the application. When it is full the
 /// client stops reading, which the server sees as a slow recipient.
@@ -26,16 +26,23 @@ pub struct Message {
     pub body: String,
 }
 
+/// The final outcome of a message we sent that was answered `Queued`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LateReceipt {
+    /// The message's id, as its `Queued` receipt carried it.
+    pub id: u64,
+    /// `Delivered` or `Expired`.
+    pub status: Status,
+}
+
 /// Something the server pushed to us.
-///
-/// Protocol v1 pushes only messages. Protocol v2 adds late receipts (the
-/// final status of a message we sent that was queued): they will be a
-/// `Receipt` variant here, which is why the enum is non-exhaustive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ClientEvent {
     /// Someone sent us a message.
     Message(Message),
+    /// Since v2: what finally became of a message we sent that was queued.
+    Receipt(LateReceipt),
 }
 
 impl ClientEvent {
@@ -43,6 +50,7 @@ impl ClientEvent {
     pub fn into_message(self) -> Option<Message> {
         match self {
             ClientEvent::Message(message) => Some(message),
+            ClientEvent::Receipt(_) => None,
         }
     }
 }
@@ -56,9 +64,9 @@ pub struct Incoming {
 
 impl Incoming {
     /// Start reading what the server pushes on `connection`.
-    pub(crate) fn spawn(connection: quinn::Connection) -> Incoming {
+    pub(crate) fn spawn(connection: quinn::Connection, version: Version) -> Incoming {
         let (tx, rx) = mpsc::channel(INCOMING_BUFFER);
-        tokio::spawn(read_deliveries(connection, tx));
+        tokio::spawn(read_deliveries(connection, version, tx));
         Incoming {
             events: rx,
             ended: None,
@@ -99,6 +107,7 @@ impl Incoming {
 /// them. All reads are polled by this one task: no task per message.
 async fn read_deliveries(
     connection: quinn::Connection,
+    version: Version,
     tx: mpsc::Sender<Result<ClientEvent, Disconnect>>,
 ) {
     use futures_util::stream::{FuturesOrdered, StreamExt};
@@ -121,9 +130,16 @@ async fn read_deliveries(
             }
             Some(read) = reads.next(), if !reads.is_empty() => {
                 let event = match read {
+                    Ok(push) if push.since() > version => {
+                        CloseCode::ProtocolError.close(&connection, "push not in this protocol version");
+                        break Disconnect::Lost(format!(
+                            "the server sent a push that protocol {version} does not have"
+                        ));
+                    }
                     Ok(Push::Deliver { id, from, sent_at_ms, body }) => {
                         ClientEvent::Message(Message { id, from, sent_at_ms, body })
                     }
+                    Ok(Push::Receipt { id, status }) => ClientEvent::Receipt(LateReceipt { id, status }),
                     Err(e) if e.is_protocol_violation() => {
                         CloseCode::ProtocolError.close(&connection, "malformed delivery");
                         break Disconnect::Lost(format!("the server sent a malformed message: {e}"));

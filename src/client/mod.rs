@@ -110,7 +110,7 @@ impl Client {
                 ))
             }
         };
-        let incoming = Incoming::spawn(connection.clone());
+        let incoming = Incoming::spawn(connection.clone(), version);
         let client = Client {
             endpoint,
             connection,

@@ -2,7 +2,7 @@
 
 use quinn::{ConnectionError, VarInt};
 
-/// An application close code of protocol v1 (CONNECTION_CLOSE, application variant).
+/// An application close code (CONNECTION_CLOSE, application variant).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CloseCode {
     /// The user left (client).
@@ -15,6 +15,8 @@ pub enum CloseCode {
     Refused,
     /// The client fell too far behind on deliveries.
     TooSlow,
+    /// Since v2: the account connected again elsewhere, or this device was removed.
+    Replaced,
 }
 
 impl CloseCode {
@@ -26,6 +28,7 @@ impl CloseCode {
             CloseCode::ProtocolError => 2,
             CloseCode::Refused => 3,
             CloseCode::TooSlow => 4,
+            CloseCode::Replaced => 5,
         }
     }
 
@@ -42,6 +45,7 @@ impl CloseCode {
             2 => CloseCode::ProtocolError,
             3 => CloseCode::Refused,
             4 => CloseCode::TooSlow,
+            5 => CloseCode::Replaced,
             _ => return None,
         })
     }
@@ -79,6 +83,7 @@ impl std::fmt::Display for CloseCode {
             CloseCode::ProtocolError => "PROTOCOL_ERROR",
             CloseCode::Refused => "REFUSED",
             CloseCode::TooSlow => "TOO_SLOW",
+            CloseCode::Replaced => "REPLACED",
         };
         write!(f, "{name} ({})", self.code())
     }
@@ -96,11 +101,12 @@ mod tests {
             (CloseCode::ProtocolError, 2),
             (CloseCode::Refused, 3),
             (CloseCode::TooSlow, 4),
+            (CloseCode::Replaced, 5),
         ];
         for (code, wire) in all {
             assert_eq!(code.code(), wire);
             assert_eq!(CloseCode::from_code(u64::from(wire)), Some(code));
         }
-        assert_eq!(CloseCode::from_code(5), None);
+        assert_eq!(CloseCode::from_code(6), None);
     }
 }

@@ -25,12 +25,34 @@ pub enum Request {
     },
     /// Ask for the names of everyone online.
     ListUsers,
+    // --- v2 ---
+    /// Since v2: list, add or remove the account's devices.
+    Devices(DeviceOp),
+}
+
+/// Since v2: what a `Request::Devices` asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeviceOp {
+    /// The account's devices.
+    List,
+    /// Bind another device's key to the account (or relabel one already on it).
+    Add {
+        /// The device fingerprint: 32 bytes.
+        fingerprint: Vec<u8>,
+        /// A name for the device: 1 to 64 bytes.
+        label: String,
+    },
+    /// Unbind a device's key from the account.
+    Remove {
+        /// The device fingerprint: 32 bytes.
+        fingerprint: Vec<u8>,
+    },
 }
 
 /// The borrowed twin of [`Request`]: the same bytes on the wire, decoded
 /// without copying names and bodies out of the received frame (the server's
 /// per-message path) or encoded without owning them (the client's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum RequestRef<'a> {
     /// See [`Request::Hello`].
     Hello {
@@ -48,6 +70,9 @@ pub enum RequestRef<'a> {
     },
     /// See [`Request::ListUsers`].
     ListUsers,
+    // --- v2 ---
+    /// See [`Request::Devices`].
+    Devices(DeviceOp),
 }
 
 /// What the server answers on the same bidirectional stream.
@@ -79,6 +104,73 @@ pub enum Reply {
         /// Registered names, sorted by their lowercased form.
         names: Vec<String>,
     },
+    // --- v2 ---
+    /// Since v2: the answer to an accepted Hello (v1's `Welcome`).
+    Session {
+        /// Server software name and version.
+        server: String,
+        /// Users online, including this one.
+        online: u32,
+        /// What the Hello did to the account.
+        account: Account,
+        /// Stored messages that follow this reply as `Deliver` pushes.
+        queued: u32,
+    },
+    /// Since v2: the account's devices after a `Devices` request, in the order added.
+    Devices {
+        /// The devices.
+        devices: Vec<Device>,
+    },
+    /// Since v2: a `Devices` request that was not carried out.
+    Failed {
+        /// Why, as a machine-readable reason.
+        reason: Failure,
+        /// Why, for a human.
+        detail: String,
+    },
+}
+
+/// Since v2: the account state a `Session` reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Account {
+    /// No certificate, or accounts off: v1 rules, nothing stored for this user.
+    Guest,
+    /// This Hello registered the name to the presented key.
+    Registered,
+    /// The name was already registered to the presented key.
+    Returning,
+}
+
+/// Since v2: one device of an account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Device {
+    /// The device fingerprint: 32 bytes.
+    pub fingerprint: Vec<u8>,
+    /// The device's label.
+    pub label: String,
+    /// When it was added, server clock, Unix ms.
+    pub added_ms: u64,
+    /// Start of the device's latest session, Unix ms; 0 if never.
+    pub last_seen_ms: u64,
+    /// Whether it is the device of the connection asking.
+    pub current: bool,
+}
+
+/// Since v2: why a `Devices` request was not carried out (checked in this order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Failure {
+    /// The connection is a guest; guests have no devices.
+    NotRegistered,
+    /// The account already has the server's maximum number of devices.
+    TooMany,
+    /// That key belongs to another account.
+    InUse,
+    /// Remove of a fingerprint the account does not have.
+    UnknownDevice,
+    /// Remove of the account's only device.
+    LastDevice,
+    /// A fingerprint that is not 32 bytes, or a label that is empty or over 64 bytes.
+    Invalid,
 }
 
 /// Why a Hello was refused.
@@ -92,6 +184,12 @@ pub enum RefuseReason {
     UnsupportedProtocol,
     /// The server holds as many connections as it allows.
     ServerFull,
+    // --- v2 ---
+    /// Since v2: this connection's key cannot be used for this name (the name is
+    /// registered to other keys, or the key belongs to another account).
+    KeyMismatch,
+    /// Since v2: this server admits registered accounts only, and does not register this one.
+    AccountRequired,
 }
 
 /// The outcome of one `Send`.
@@ -111,6 +209,9 @@ pub enum Status {
     RecipientBusy,
     /// `to` is not a valid username.
     InvalidRecipient,
+    // --- v2 ---
+    /// Since v2, only in `Push::Receipt`: a stored message was dropped unread.
+    Expired,
 }
 
 /// What the server pushes on a unidirectional stream it opens.
@@ -127,6 +228,14 @@ pub enum Push {
         /// The message text.
         body: String,
     },
+    // --- v2 ---
+    /// Since v2: the final outcome of a message that was answered `Queued`.
+    Receipt {
+        /// The message's id.
+        id: u64,
+        /// `Delivered` or `Expired`.
+        status: Status,
+    },
 }
 
 impl Request {
@@ -134,6 +243,7 @@ impl Request {
     pub fn since(&self) -> Version {
         match self {
             Request::Hello { .. } | Request::Send { .. } | Request::ListUsers => Version::V1,
+            Request::Devices(_) => Version::V2,
         }
     }
 }
@@ -145,6 +255,7 @@ impl RequestRef<'_> {
             RequestRef::Hello { .. } | RequestRef::Send { .. } | RequestRef::ListUsers => {
                 Version::V1
             }
+            RequestRef::Devices(_) => Version::V2,
         }
     }
 }
@@ -156,6 +267,7 @@ impl Reply {
             Reply::Welcome { .. } | Reply::Users { .. } => Version::V1,
             Reply::Refused { reason, .. } => reason.since(),
             Reply::Receipt { status, .. } => status.since(),
+            Reply::Session { .. } | Reply::Devices { .. } | Reply::Failed { .. } => Version::V2,
         }
     }
 }
@@ -165,17 +277,20 @@ impl Push {
     pub fn since(&self) -> Version {
         match self {
             Push::Deliver { .. } => Version::V1,
+            Push::Receipt { .. } => Version::V2,
         }
     }
 }
 
 impl RefuseReason {
     /// Every reason, in wire order.
-    pub const ALL: [RefuseReason; 4] = [
+    pub const ALL: [RefuseReason; 6] = [
         RefuseReason::NameTaken,
         RefuseReason::InvalidName,
         RefuseReason::UnsupportedProtocol,
         RefuseReason::ServerFull,
+        RefuseReason::KeyMismatch,
+        RefuseReason::AccountRequired,
     ];
 
     /// The first protocol version that has this reason.
@@ -185,13 +300,26 @@ impl RefuseReason {
             | RefuseReason::InvalidName
             | RefuseReason::UnsupportedProtocol
             | RefuseReason::ServerFull => Version::V1,
+            RefuseReason::KeyMismatch | RefuseReason::AccountRequired => Version::V2,
         }
     }
 }
 
+impl Failure {
+    /// Every failure, in wire order (also the order they are checked in).
+    pub const ALL: [Failure; 6] = [
+        Failure::NotRegistered,
+        Failure::TooMany,
+        Failure::InUse,
+        Failure::UnknownDevice,
+        Failure::LastDevice,
+        Failure::Invalid,
+    ];
+}
+
 impl Status {
     /// Every status, in wire order.
-    pub const ALL: [Status; 7] = [
+    pub const ALL: [Status; 8] = [
         Status::Delivered,
         Status::NotConnected,
         Status::Queued,
@@ -199,6 +327,7 @@ impl Status {
         Status::RateLimited,
         Status::RecipientBusy,
         Status::InvalidRecipient,
+        Status::Expired,
     ];
 
     /// The first protocol version that has this status.
@@ -211,6 +340,7 @@ impl Status {
             | Status::RateLimited
             | Status::RecipientBusy
             | Status::InvalidRecipient => Version::V1,
+            Status::Expired => Version::V2,
         }
     }
 
@@ -224,6 +354,7 @@ impl Status {
             Status::RateLimited => "rate_limited",
             Status::RecipientBusy => "recipient_busy",
             Status::InvalidRecipient => "invalid_recipient",
+            Status::Expired => "expired",
         }
     }
 }

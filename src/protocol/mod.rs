@@ -12,7 +12,9 @@ pub mod version;
 
 pub use close::CloseCode;
 pub use codec::{decode, encode, read_frame, write_frame, CodecError, FrameError};
-pub use frames::{Push, RefuseReason, Reply, Request, RequestRef, Status};
+pub use frames::{
+    Account, Device, DeviceOp, Failure, Push, RefuseReason, Reply, Request, RequestRef, Status,
+};
 pub use username::{NameKey, UsernameError};
 pub use version::Version;
 

@@ -6,6 +6,8 @@
 pub enum Version {
     /// Protocol v1: `quic-chat/1`.
     V1,
+    /// Protocol v2: `quic-chat/2` (accounts, devices, store and forward).
+    V2,
 }
 
 impl Version {
@@ -20,6 +22,7 @@ impl Version {
     pub const fn number(self) -> u32 {
         match self {
             Version::V1 => 1,
+            Version::V2 => 2,
         }
     }
 
@@ -27,6 +30,7 @@ impl Version {
     pub const fn alpn(self) -> &'static [u8] {
         match self {
             Version::V1 => b"quic-chat/1",
+            Version::V2 => b"quic-chat/2",
         }
     }
 

@@ -113,6 +113,9 @@ async fn handle_request(
         Ok(RequestRef::Hello { .. }) => {
             return CloseCode::ProtocolError.close(&session.connection, "Hello sent twice");
         }
+        Ok(RequestRef::Devices(_)) => {
+            return CloseCode::ProtocolError.close(&session.connection, "no devices here");
+        }
         Err(e) => {
             debug!("protocol error: {e}");
             return CloseCode::ProtocolError.close(&session.connection, "malformed request");
