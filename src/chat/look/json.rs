@@ -210,6 +210,7 @@ mod tests {
             "rate_limited",
             "recipient_busy",
             "invalid_recipient",
+            "expired",
         ];
         let names: Vec<_> = Status::ALL.into_iter().map(status_name).collect();
         assert_eq!(names, documented);
