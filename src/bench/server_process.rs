@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug, thiserror::Error)]
 pub enum ServerProcessError {
     /// The process could not be spawned or its output read.
-    #[error("cannot start the server process: {0}")]
+    #[error("cannot start the server process")]
     Io(#[from] std::io::Error),
     /// It did not print its address as expected.
     #[error("the server process did not report its address (got {0:?})")]

@@ -42,7 +42,7 @@ pub enum UiError {
     #[error("{0}")]
     Disconnected(Disconnect),
     /// Output could not be written (for example, a closed pipe).
-    #[error("cannot write output: {0}")]
+    #[error("cannot write output")]
     Output(#[from] std::io::Error),
 }
 
