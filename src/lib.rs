@@ -9,10 +9,9 @@
 //!   presence, mailboxes, delivery, console.
 //! - [`client`]: the client library: connect, send, list users, incoming events, typed errors.
 //! - [`chat`]: the terminal program on top of it: the loop, its looks, commands, line editor.
-//! - [`bench`]: the load generator behind `quic-chat bench`.
+//! - [`bench`](mod@bench): the load generator behind `quic-chat bench`.
 //! - [`cli`]: the command line, turned into the config structs above.
 //! - `stdin` (internal): reading stdin lines on a thread, for the console and the chat.
-#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod bench;

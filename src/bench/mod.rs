@@ -90,7 +90,7 @@ pub enum BenchError {
 pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     let child = match &config.server {
         Some(_) => None,
-        None => Some(ServerProcess::start(&config.server_args)?),
+        None => Some(ServerProcess::start(&config.server_args).await?),
     };
     let (addr, ca) = match (&child, &config.server, &config.ca) {
         (Some(child), _, _) => (child.addr.clone(), child.ca.clone()),
@@ -119,7 +119,7 @@ pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     }
     connector.wait_idle(Duration::from_secs(3)).await;
     if let Some(child) = child {
-        child.stop();
+        child.stop().await;
     }
     Ok(report)
 }

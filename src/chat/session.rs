@@ -38,7 +38,7 @@ pub enum SessionError {
     #[error("{0}")]
     Disconnected(Disconnect),
     /// Output could not be written (for example, a closed pipe).
-    #[error("cannot write output: {0}")]
+    #[error("cannot write output")]
     Output(#[from] std::io::Error),
 }
 

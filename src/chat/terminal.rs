@@ -114,7 +114,7 @@ impl Helper for ChatHelper {}
 
 /// Why the line editor could not start.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot start the line editor: {0}")]
+#[error("cannot start the line editor")]
 pub struct TerminalError(#[from] ReadlineError);
 
 /// The running line editor: the output to print through, and what is needed

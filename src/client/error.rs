@@ -15,7 +15,7 @@ pub enum ClientError {
     #[error("'{0}' is not an address of the form HOST:PORT")]
     BadAddress(String),
     /// The host name could not be resolved.
-    #[error("cannot resolve {host}: {source}")]
+    #[error("cannot resolve {host}")]
     Resolve {
         /// The address given.
         host: String,
@@ -29,7 +29,7 @@ pub enum ClientError {
     #[error("cannot open a UDP socket: {0}")]
     Socket(std::io::Error),
     /// The connection could not be started.
-    #[error("cannot connect to {server}: {source}")]
+    #[error("cannot connect to {server}")]
     Connect {
         /// The address given.
         server: String,
@@ -63,7 +63,7 @@ pub enum ClientError {
     #[error("the server broke the protocol: {0}")]
     Protocol(String),
     /// A request stream failed.
-    #[error("request failed: {0}")]
+    #[error(transparent)]
     Stream(#[from] FrameError),
     /// The connection is gone.
     #[error("{0}")]

@@ -54,10 +54,10 @@ pub enum FrameError {
     #[error("frame over the {MAX_FRAME_BYTES}-byte limit")]
     TooLong,
     /// The stream failed while reading.
-    #[error("reading the stream failed: {0}")]
+    #[error("reading the stream failed")]
     Read(#[from] quinn::ReadError),
     /// The stream failed while writing.
-    #[error("writing the stream failed: {0}")]
+    #[error("writing the stream failed")]
     Write(#[from] quinn::WriteError),
     /// The stream was already finished or reset.
     #[error("stream already closed")]

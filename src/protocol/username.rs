@@ -91,7 +91,7 @@ mod tests {
         for bad in ["a b", "a/b", "é", "a\nb", "a\0", "ä", "a+b", "@me"] {
             assert_eq!(validate(bad), Err(UsernameError::BadCharacter), "{bad:?}");
         }
-        // 32 characters but more bytes: still too long for the byte budget.
+        // 17 characters but 34 bytes: over the 32-byte limit, which is checked first.
         assert_eq!(validate(&"é".repeat(17)), Err(UsernameError::TooLong));
     }
 

@@ -70,10 +70,7 @@ async fn a_stuck_recipient_gets_busy_then_closed_while_others_chat() {
         .await
         .unwrap();
     assert_eq!(receipt.status, Status::Delivered);
-    assert_eq!(
-        dave_in.next().await.unwrap().into_message().unwrap().body,
-        "still here"
-    );
+    assert_eq!(next_within(&mut dave_in).await.unwrap().body, "still here");
     // And the stuck user's name is free again.
     eventually(SCENARIO, "stuck's name freed", || async {
         alice.send("stuck", "?").await.unwrap().status == Status::NotConnected

@@ -2,16 +2,21 @@
 //! (Speed itself is measured by hand and recorded in docs/BENCHMARKS.md.)
 
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
-const BIN: &str = env!("CARGO_BIN_EXE_quic-chat");
+use crate::harness::process::{output_within, start_server_with, BIN};
+
+/// How long one short bench run may take before it counts as hung.
+const BENCH_LIMIT: Duration = Duration::from_secs(60);
 
 fn bench(args: &[&str]) -> serde_json::Value {
-    let output = Command::new(BIN)
-        .arg("bench")
-        .args(args)
-        .args(["--json", "--warmup", "0.2"])
-        .output()
-        .expect("bench runs");
+    let output = output_within(
+        Command::new(BIN)
+            .arg("bench")
+            .args(args)
+            .args(["--json", "--warmup", "0.2"]),
+        BENCH_LIMIT,
+    );
     assert!(
         output.status.success(),
         "bench failed: {}",
@@ -84,7 +89,7 @@ fn fanin_connect_and_idle_run() {
 fn a_running_server_is_measured_through_its_pid() {
     let dir = tempfile::tempdir().unwrap();
     let (server, port, ca) =
-        crate::cli::start_server_with(dir.path(), Stdio::null(), &["--rate-limit", "0"], &[]);
+        start_server_with(dir.path(), Stdio::null(), &["--rate-limit", "0"], &[]);
     let (addr, ca) = (format!("127.0.0.1:{port}"), dir.path().join(ca));
     let ca = ca.to_str().unwrap();
     let pairs = ["-w", "pairs", "-n", "2", "--in-flight", "2", "-d", "0.5"];
@@ -112,10 +117,10 @@ fn a_running_server_is_measured_through_its_pid() {
     assert!(unmeasured["count"].as_u64().unwrap() > 0, "{unmeasured}");
     assert!(unmeasured["server_cpu_us_per_op"].is_null(), "{unmeasured}");
 
-    let no_such = Command::new(BIN)
-        .args(["bench", &addr, "--ca", ca, "--server-pid", "999999999"])
-        .output()
-        .expect("bench runs");
+    let no_such = output_within(
+        Command::new(BIN).args(["bench", &addr, "--ca", ca, "--server-pid", "999999999"]),
+        BENCH_LIMIT,
+    );
     assert!(!no_such.status.success());
     let stderr = String::from_utf8_lossy(&no_such.stderr);
     assert!(

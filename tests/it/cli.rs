@@ -1,196 +1,12 @@
 //! The built binary end to end: a server with `--port 0` and clients over pipes,
 //! driven through stdin and read from stdout, exactly as a script would.
 
-use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
-use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The built `quic-chat` binary.
-pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_quic-chat");
-/// How long to wait for a process to print a line or exit.
-pub(crate) const WAIT: Duration = Duration::from_secs(20);
-
-/// A running `quic-chat` process with its output read line by line on threads
-/// (shared with the fault and terminal tests).
-pub(crate) struct Proc {
-    /// The process (tests kill it to simulate a crash).
-    pub(crate) child: Child,
-    stdin: Option<ChildStdin>,
-    stdout: mpsc::Receiver<String>,
-    stderr: mpsc::Receiver<String>,
-}
-
-fn lines_of(pipe: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-impl Proc {
-    fn spawn(args: &[&str], dir: &Path, stdin: Stdio) -> Proc {
-        Self::spawn_with_env(args, dir, stdin, &[])
-    }
-
-    fn spawn_with_env(args: &[&str], dir: &Path, stdin: Stdio, env: &[(&str, &Path)]) -> Proc {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .current_dir(dir)
-            .env("RUST_LOG", "info")
-            .env_remove("SSLKEYLOGFILE")
-            .envs(env.iter().copied())
-            .stdin(stdin)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("the binary starts");
-        let stdout = lines_of(child.stdout.take().unwrap());
-        let stderr = lines_of(child.stderr.take().unwrap());
-        let stdin = child.stdin.take();
-        Proc {
-            child,
-            stdin,
-            stdout,
-            stderr,
-        }
-    }
-
-    fn type_line(&mut self, line: &str) {
-        let stdin = self.stdin.as_mut().expect("stdin open");
-        writeln!(stdin, "{line}").expect("write to stdin");
-        stdin.flush().unwrap();
-    }
-
-    fn close_stdin(&mut self) {
-        self.stdin = None;
-    }
-
-    /// The next stdout line, waiting at most WAIT.
-    pub(crate) fn line(&self) -> String {
-        self.stdout.recv_timeout(WAIT).unwrap_or_else(|_| {
-            panic!(
-                "no stdout line in {WAIT:?}; stderr: {:?}",
-                self.stderr_now()
-            )
-        })
-    }
-
-    /// Wait for a stderr line containing `needle`.
-    fn stderr_line_containing(&self, needle: &str) -> String {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.stderr.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => continue,
-                Err(_) => panic!("no stderr line containing {needle:?}"),
-            }
-        }
-    }
-
-    /// Every stderr line until the process closes it (after it exits), waiting at most WAIT.
-    fn rest_of_stderr(&self) -> Vec<String> {
-        let mut lines = Vec::new();
-        while let Ok(line) = self.stderr.recv_timeout(WAIT) {
-            lines.push(line);
-        }
-        lines
-    }
-
-    fn stderr_now(&self) -> Vec<String> {
-        self.stderr.try_iter().collect()
-    }
-
-    /// Wait for the process to exit, at most WAIT.
-    fn exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("process did not exit in {WAIT:?}");
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// Everything left on stdout once the process has exited.
-    fn rest_of_stdout(&self) -> Vec<String> {
-        let mut lines = Vec::new();
-        while let Ok(line) = self.stdout.recv_timeout(WAIT) {
-            lines.push(line);
-        }
-        lines
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Start `quic-chat server --port 0` in `dir`; returns it with its port and CA path.
-pub(crate) fn start_server(dir: &Path, stdin: Stdio) -> (Proc, u16, String) {
-    start_server_with(dir, stdin, &[], &[])
-}
-
-/// [`start_server`] with extra environment variables.
-fn start_server_with_env(dir: &Path, stdin: Stdio, env: &[(&str, &Path)]) -> (Proc, u16, String) {
-    start_server_with(dir, stdin, &[], env)
-}
-
-/// [`start_server`] with extra server arguments and environment variables.
-pub(crate) fn start_server_with(
-    dir: &Path,
-    stdin: Stdio,
-    extra_args: &[&str],
-    env: &[(&str, &Path)],
-) -> (Proc, u16, String) {
-    let mut args = vec![
-        "server",
-        "--port",
-        "0",
-        "--bind",
-        "127.0.0.1",
-        "--cert-dir",
-        "certs",
-    ];
-    args.extend_from_slice(extra_args);
-    let server = Proc::spawn_with_env(&args, dir, stdin, env);
-    let listening = server.line();
-    let port = listening
-        .strip_prefix("listening on 127.0.0.1:")
-        .unwrap_or_else(|| panic!("unexpected first line {listening:?}"))
-        .parse()
-        .unwrap();
-    let ca_line = server.line();
-    let ca = ca_line
-        .strip_prefix("CA certificate for clients: ")
-        .unwrap_or_else(|| panic!("unexpected second line {ca_line:?}"))
-        .to_owned();
-    (server, port, ca)
-}
-
-/// Start `quic-chat connect 127.0.0.1:PORT NAME --ca CA` in `dir`, with stdin piped.
-pub(crate) fn connect(dir: &Path, port: u16, ca: &str, name: &str) -> Proc {
-    Proc::spawn(
-        &["connect", &format!("127.0.0.1:{port}"), name, "--ca", ca],
-        dir,
-        Stdio::piped(),
-    )
-}
+use crate::harness::process::{
+    connect, output_within, start_server, start_server_with_env, BIN, WAIT,
+};
 
 #[test]
 fn two_clients_chat_then_the_operator_shuts_down() {
@@ -321,17 +137,36 @@ fn a_wrong_ca_and_an_unreachable_server_fail_within_seconds() {
 }
 
 #[test]
+fn a_missing_ca_file_is_one_line_naming_the_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("missing.pem");
+    let output = output_within(
+        Command::new(BIN)
+            .args(["connect", "127.0.0.1:1", "alice", "--ca"])
+            .arg(&missing)
+            .env_remove("RUST_LOG")
+            .env_remove("SSLKEYLOGFILE"),
+        WAIT,
+    );
+    assert!(!output.status.success(), "{:?}", output.status);
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        format!(
+            "error: cannot read certificate file {}: No such file or directory (os error 2)\n",
+            missing.display()
+        )
+    );
+}
+
+#[test]
 fn help_describes_both_commands() {
-    let output = Command::new(BIN).arg("--help").output().unwrap();
+    let output = output_within(Command::new(BIN).arg("--help"), WAIT);
     let text = String::from_utf8(output.stdout).unwrap();
     assert!(
         text.contains("server") && text.contains("connect"),
         "{text}"
     );
-    let output = Command::new(BIN)
-        .args(["connect", "--help"])
-        .output()
-        .unwrap();
+    let output = output_within(Command::new(BIN).args(["connect", "--help"]), WAIT);
     let text = String::from_utf8(output.stdout).unwrap();
     assert!(
         text.contains("--ca") && text.contains("--server-name"),

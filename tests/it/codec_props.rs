@@ -1,10 +1,14 @@
 //! Property tests of the frame codec: hostile bytes never panic, every frame
 //! round-trips, and a valid frame followed or cut short by anything is rejected.
+//! The server's own decoder (`RequestRef` through `decode_borrowed`) agrees
+//! with `Request`'s on every input.
 
 use std::fmt::Debug;
 
 use proptest::collection::vec;
 use proptest::prelude::*;
+use quic_chat::protocol::codec::decode_borrowed;
+use quic_chat::protocol::frames::RequestRef;
 use quic_chat::protocol::{decode, encode, CodecError, Push, RefuseReason, Reply, Request, Status};
 use serde::{de::DeserializeOwned, Serialize};
 
@@ -107,6 +111,42 @@ where
     Ok(())
 }
 
+/// What the server decodes requests with (`RequestRef` through
+/// `decode_borrowed`, session.rs) accepts exactly the bytes `Request` accepts,
+/// with the same fields, and re-encodes to the same bytes.
+fn borrowed_request_agrees(bytes: &[u8]) -> Result<(), TestCaseError> {
+    let owned = decode::<Request>(bytes);
+    let borrowed = decode_borrowed::<RequestRef<'_>>(bytes);
+    match (&owned, &borrowed) {
+        (Ok(owned), Ok(borrowed)) => {
+            let same = match (owned, borrowed) {
+                (
+                    Request::Hello { protocol, username },
+                    RequestRef::Hello {
+                        protocol: p,
+                        username: u,
+                    },
+                ) => protocol == p && username == u,
+                (Request::Send { to, body }, RequestRef::Send { to: t, body: b }) => {
+                    to == t && body == b
+                }
+                (Request::ListUsers, RequestRef::ListUsers) => true,
+                _ => false,
+            };
+            prop_assert!(same, "{:?} decoded as {:?}", owned, borrowed);
+            prop_assert_eq!(encode(owned).ok(), encode(borrowed).ok());
+        }
+        (Err(_), Err(_)) => {}
+        _ => prop_assert!(
+            false,
+            "Request gave {:?} but RequestRef gave {:?}",
+            owned,
+            borrowed
+        ),
+    }
+    Ok(())
+}
+
 fn round_trips<T>(value: &T) -> Result<(), TestCaseError>
 where
     T: Serialize + DeserializeOwned + PartialEq + Debug,
@@ -158,6 +198,7 @@ proptest! {
     #[test]
     fn arbitrary_bytes_never_panic(bytes in vec(any::<u8>(), 0..300)) {
         decode_is_total::<Request>(&bytes)?;
+        borrowed_request_agrees(&bytes)?;
         decode_is_total::<Reply>(&bytes)?;
         decode_is_total::<Push>(&bytes)?;
     }
@@ -171,6 +212,7 @@ proptest! {
         let mut bytes = vec![variant];
         bytes.extend_from_slice(&rest);
         decode_is_total::<Request>(&bytes)?;
+        borrowed_request_agrees(&bytes)?;
         decode_is_total::<Reply>(&bytes)?;
         decode_is_total::<Push>(&bytes)?;
     }
@@ -186,6 +228,7 @@ proptest! {
             bytes[at] = value;
         }
         decode_is_total::<Request>(&bytes)?;
+        borrowed_request_agrees(&bytes)?;
         decode_is_total::<Reply>(&bytes)?;
         decode_is_total::<Push>(&bytes)?;
     }
@@ -202,6 +245,7 @@ proptest! {
     ) {
         round_trips(&value)?;
         let bytes = encode(&value).unwrap();
+        borrowed_request_agrees(&bytes)?;
         rejects_trailing::<Request>(&bytes, &extra)?;
         rejects_prefixes::<Request>(&bytes, &cuts)?;
     }

@@ -76,10 +76,7 @@ async fn busy_servers_validate_addresses_with_a_retry() {
         alice.send("bob", "validated").await.unwrap().status,
         Status::Delivered
     );
-    assert_eq!(
-        bob_in.next().await.unwrap().into_message().unwrap().body,
-        "validated"
-    );
+    assert_eq!(next_within(&mut bob_in).await.unwrap().body, "validated");
     server.stop().await;
 }
 
@@ -113,7 +110,7 @@ async fn over_the_rate_limit_sends_are_refused_and_not_delivered() {
     );
     for i in 0..3 {
         assert_eq!(
-            bob_in.next().await.unwrap().into_message().unwrap().body,
+            next_within(&mut bob_in).await.unwrap().body,
             format!("m{i}")
         );
     }
@@ -121,7 +118,7 @@ async fn over_the_rate_limit_sends_are_refused_and_not_delivered() {
     let (carol, _) = server.connect("carol").await;
     assert_eq!(carol.send("bob", "hi").await.unwrap().status, Delivered);
     assert_eq!(
-        bob_in.next().await.unwrap().into_message().unwrap().body,
+        next_within(&mut bob_in).await.unwrap().body,
         "hi",
         "nothing rate-limited arrived"
     );

@@ -8,9 +8,9 @@ use rexpect::process::WaitStatus;
 use rexpect::reader::Options;
 use rexpect::session::{spawn_with_options, PtySession};
 
+use crate::harness::process::BIN;
 use crate::harness::{within, TestServer, SCENARIO};
 
-const BIN: &str = env!("CARGO_BIN_EXE_quic-chat");
 const WAIT_MS: u64 = 20_000;
 
 /// `what` must appear on the terminal; fails with what was seen instead.

@@ -10,7 +10,7 @@ use quic_chat::client::{Client, ClientConfig};
 use quic_chat::protocol::{Status, MAX_BODY_BYTES};
 use tokio::task::block_in_place;
 
-use crate::cli::{self, BIN, WAIT};
+use crate::harness::process::{self, BIN, WAIT};
 use crate::harness::*;
 
 /// Bodies a hostile sender might try, each with what the recipient must still see.
@@ -87,7 +87,7 @@ fn safe_line(lines: &mpsc::Receiver<Vec<u8>>) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_bodies_print_as_one_harmless_line_each() {
     let dir = tempfile::tempdir().unwrap();
-    let (_server, port, ca) = block_in_place(|| cli::start_server(dir.path(), Stdio::piped()));
+    let (_server, port, ca) = block_in_place(|| process::start_server(dir.path(), Stdio::piped()));
     let mut bob = Command::new(BIN)
         .args(["connect", &format!("127.0.0.1:{port}"), "bob", "--ca", &ca])
         .current_dir(dir.path())

@@ -62,7 +62,7 @@ async fn a_name_the_certificate_lacks_fails() {
 async fn a_missing_ca_file_is_a_clear_error() {
     let server = TestServer::start().await;
     let mut config = server.client_config("alice");
-    config.ca_file = server.cert_dir.path().join("missing.pem");
+    config.ca_file = server.dir.join("missing.pem");
     let error = Client::connect(&config)
         .await
         .expect_err("no CA, no connection");
@@ -147,4 +147,25 @@ async fn a_reconnecting_client_resumes_its_tls_session() {
 #[tokio::test]
 async fn without_resumption_every_handshake_is_full() {
     assert_eq!(tickets_taken_back(false).await, 0);
+}
+
+#[tokio::test]
+async fn a_restarted_server_serves_the_same_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = TestServer::start_in(dir.path()).await;
+    // What a client was handed before the restart, kept apart from the server's files.
+    let old_ca = dir.path().join("given-to-clients.pem");
+    std::fs::copy(&server.ca, &old_ca).unwrap();
+    let before = std::fs::read(&server.ca).unwrap();
+
+    let server = server.restart().await;
+    assert_eq!(server.dir, dir.path());
+    assert_eq!(std::fs::read(&server.ca).unwrap(), before, "the CA is kept");
+    let config = quic_chat::client::ClientConfig::new(server.addr.to_string(), "alice", &old_ca);
+    let (client, _) = within(SCENARIO, "connect after restart", Client::connect(&config))
+        .await
+        .expect("a client with the old ca.pem connects");
+    assert_eq!(client.welcome().online, 1);
+    client.close().await;
+    server.stop().await;
 }

@@ -59,8 +59,8 @@ async fn every_request_gets_the_exact_reply_bytes() {
     let (_, rest) = take_varint(&receipt[1..]);
     assert_eq!((receipt[0], rest), (2, &[6u8][..]));
 
-    // A longer varint form than needed is accepted: ListUsers is variant 2,
-    // Send's `to` length 3 written as 251 + u16.
+    // A longer varint form than needed is accepted: a Send (variant 1) whose
+    // `to` length 3 is written as 251 + u16.
     let receipt = raw_exchange(&alice, b"\x01\xfb\x03\x00bob\x01!").await;
     let (_, rest) = take_varint(&receipt[1..]);
     assert_eq!((receipt[0], rest), (2, &[0u8][..]));
@@ -75,18 +75,19 @@ async fn every_request_gets_the_exact_reply_bytes() {
     server.stop().await;
 }
 
-async fn assert_protocol_error(server: &TestServer, connection: quinn::Connection, what: &str) {
+async fn assert_protocol_error(connection: quinn::Connection, what: &str) {
     assert_eq!(
         close_code(&connection).await,
         Some(2),
         "{what} closes with PROTOCOL_ERROR"
     );
-    let _ = server;
 }
 
-async fn send_raw(connection: &quinn::Connection, bytes: &[u8]) {
+/// Send `bytes` on a new stream and hold the connection until it closes
+/// (owned arguments, so that it can be spawned).
+async fn send_raw(connection: quinn::Connection, bytes: Vec<u8>) {
     let (mut send, _recv) = connection.open_bi().await.expect("open_bi");
-    send.write_all(bytes).await.expect("write");
+    send.write_all(&bytes).await.expect("write");
     send.finish().expect("finish");
     // Keep the receive side alive until the close arrives.
     let _ = connection.closed().await;
@@ -96,8 +97,8 @@ async fn send_raw(connection: &quinn::Connection, bytes: &[u8]) {
 async fn garbage_instead_of_hello_is_a_protocol_error() {
     let server = TestServer::start().await;
     let connection = raw_connect(&server).await;
-    tokio::spawn(send_raw_owned(connection.clone(), vec![0xff, 0x13, 0x37]));
-    assert_protocol_error(&server, connection, "garbage").await;
+    tokio::spawn(send_raw(connection.clone(), vec![0xff, 0x13, 0x37]));
+    assert_protocol_error(connection, "garbage").await;
     server.stop().await;
 }
 
@@ -105,8 +106,8 @@ async fn garbage_instead_of_hello_is_a_protocol_error() {
 async fn send_before_hello_is_a_protocol_error() {
     let server = TestServer::start().await;
     let connection = raw_connect(&server).await;
-    tokio::spawn(send_raw_owned(connection.clone(), send_bytes("bob", "hi")));
-    assert_protocol_error(&server, connection, "Send before Hello").await;
+    tokio::spawn(send_raw(connection.clone(), send_bytes("bob", "hi")));
+    assert_protocol_error(connection, "Send before Hello").await;
     server.stop().await;
 }
 
@@ -116,8 +117,8 @@ async fn trailing_bytes_after_hello_are_a_protocol_error() {
     let connection = raw_connect(&server).await;
     let mut bytes = hello_bytes(1, "alice");
     bytes.push(0);
-    tokio::spawn(send_raw_owned(connection.clone(), bytes));
-    assert_protocol_error(&server, connection, "a trailing byte").await;
+    tokio::spawn(send_raw(connection.clone(), bytes));
+    assert_protocol_error(connection, "a trailing byte").await;
     server.stop().await;
 }
 
@@ -127,8 +128,8 @@ async fn a_second_frame_on_a_request_stream_is_a_protocol_error() {
     let connection = raw_registered(&server, "alice").await;
     let mut bytes = vec![2];
     bytes.push(2); // ListUsers twice
-    tokio::spawn(send_raw_owned(connection.clone(), bytes));
-    assert_protocol_error(&server, connection, "a second frame").await;
+    tokio::spawn(send_raw(connection.clone(), bytes));
+    assert_protocol_error(connection, "a second frame").await;
     server.stop().await;
 }
 
@@ -140,8 +141,8 @@ async fn an_oversized_frame_is_a_protocol_error() {
     let mut bytes = vec![1, 3, b'b', b'o', b'b', 252];
     bytes.extend_from_slice(&80_000u32.to_le_bytes());
     bytes.extend(std::iter::repeat_n(b'x', 80_000));
-    tokio::spawn(send_raw_owned(connection.clone(), bytes));
-    assert_protocol_error(&server, connection, "an oversized frame").await;
+    tokio::spawn(send_raw(connection.clone(), bytes));
+    assert_protocol_error(connection, "an oversized frame").await;
     server.stop().await;
 }
 
@@ -149,11 +150,8 @@ async fn an_oversized_frame_is_a_protocol_error() {
 async fn a_second_hello_is_a_protocol_error() {
     let server = TestServer::start().await;
     let connection = raw_registered(&server, "alice").await;
-    tokio::spawn(send_raw_owned(
-        connection.clone(),
-        hello_bytes(1, "mallory"),
-    ));
-    assert_protocol_error(&server, connection, "a second Hello").await;
+    tokio::spawn(send_raw(connection.clone(), hello_bytes(1, "mallory")));
+    assert_protocol_error(connection, "a second Hello").await;
     server.stop().await;
 }
 
@@ -164,12 +162,8 @@ async fn a_client_opened_unidirectional_stream_is_a_protocol_error() {
     let mut stream = connection.open_uni().await.unwrap();
     stream.write_all(&[2]).await.unwrap();
     stream.finish().unwrap();
-    assert_protocol_error(&server, connection, "a client uni stream").await;
+    assert_protocol_error(connection, "a client uni stream").await;
     server.stop().await;
-}
-
-async fn send_raw_owned(connection: quinn::Connection, bytes: Vec<u8>) {
-    send_raw(&connection, &bytes).await
 }
 
 /// A Send frame of exactly `frame_len` bytes to bob, its body length written
@@ -206,7 +200,7 @@ async fn an_oversized_body_in_a_frame_within_the_limit_is_too_large() {
 async fn a_frame_one_byte_over_the_limit_is_a_protocol_error() {
     let server = TestServer::start().await;
     let connection = raw_registered(&server, "alice").await;
-    tokio::spawn(send_raw_owned(connection.clone(), send_frame_of(73_729)));
-    assert_protocol_error(&server, connection, "a 73,729-byte frame").await;
+    tokio::spawn(send_raw(connection.clone(), send_frame_of(73_729)));
+    assert_protocol_error(connection, "a 73,729-byte frame").await;
     server.stop().await;
 }

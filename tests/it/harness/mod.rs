@@ -7,11 +7,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use quic_chat::client::{Client, ClientConfig, ClientError, Incoming};
+use quic_chat::client::{Client, ClientConfig, ClientError, Disconnect, Incoming, Message};
 use quic_chat::protocol::ALPN;
 use quic_chat::server::{Limits, Server, ServerConfig};
 use quic_chat::tls::CertSource;
 use tokio_util::sync::CancellationToken;
+
+pub mod process;
 
 /// The bound every scenario runs in unless it says otherwise.
 pub const SCENARIO: Duration = Duration::from_secs(20);
@@ -24,13 +26,30 @@ pub async fn within<F: Future>(limit: Duration, what: &str, future: F) -> F::Out
     }
 }
 
-/// An in-process server on 127.0.0.1 with its own certificate directory.
+/// The next delivery on `incoming`, failing the test if none comes within
+/// [`SCENARIO`] (`Incoming::next` has no deadline of its own).
+pub async fn next_within(incoming: &mut Incoming) -> Result<Message, Disconnect> {
+    loop {
+        let event = within(SCENARIO, "the next delivery", incoming.next()).await?;
+        // Late receipts are not deliveries; tests of them read events directly.
+        if let Some(message) = event.into_message() {
+            return Ok(message);
+        }
+    }
+}
+
+/// An in-process server on 127.0.0.1 with its own directory.
 pub struct TestServer {
     pub addr: SocketAddr,
     pub ca: PathBuf,
-    pub cert_dir: tempfile::TempDir,
+    /// The server's directory: its certificates today (its data next); kept
+    /// across [`TestServer::restart`].
+    pub dir: PathBuf,
     pub admission: Arc<quic_chat::server::AdmissionStats>,
     pub tls: Arc<quic_chat::tls::TlsStats>,
+    limits: Limits,
+    /// The temporary directory `dir` is, when the harness made it.
+    _temp_dir: Option<Arc<tempfile::TempDir>>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -49,14 +68,34 @@ impl TestServer {
     }
 
     pub async fn start_with(limits: Limits) -> Self {
-        let cert_dir = tempfile::tempdir().expect("temp dir");
+        let temp_dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        Self::spawn(temp_dir.path().to_owned(), Some(temp_dir), limits)
+    }
+
+    /// A server keeping its files in `dir` (which the caller owns).
+    pub async fn start_in(dir: impl Into<PathBuf>) -> Self {
+        Self::spawn(dir.into(), None, test_limits())
+    }
+
+    /// Shut down, then start again on the same directory and limits (on a new port).
+    pub async fn restart(self) -> Self {
+        let (dir, temp_dir, limits) = (
+            self.dir.clone(),
+            self._temp_dir.clone(),
+            self.limits.clone(),
+        );
+        self.stop().await;
+        Self::spawn(dir, temp_dir, limits)
+    }
+
+    fn spawn(dir: PathBuf, temp_dir: Option<Arc<tempfile::TempDir>>, limits: Limits) -> Self {
         let config = ServerConfig {
             bind: "127.0.0.1:0".parse().unwrap(),
             cert: CertSource::Generated {
-                dir: cert_dir.path().to_owned(),
+                dir: dir.clone(),
                 names: Vec::new(),
             },
-            limits,
+            limits: limits.clone(),
         };
         let server = Server::bind(config).expect("server binds");
         let addr = server.local_addr();
@@ -68,9 +107,11 @@ impl TestServer {
         TestServer {
             addr,
             ca,
-            cert_dir,
+            dir,
             admission,
             tls,
+            limits,
+            _temp_dir: temp_dir,
             shutdown,
             task,
         }

@@ -1,15 +1,12 @@
-//! Certificates and TLS: the CA and server certificate made with rcgen (loaded
-//! when present, created otherwise, keys owner-only), and the rustls configs
-//! both sides use, with ALPN `quic-chat/1` and `SSLKEYLOGFILE` support.
+//! The server's certificate files: a CA and a server certificate made with
+//! rcgen (loaded when present, created otherwise), or a chain the operator
+//! brings; PEM reading, and private keys written owner-only (0600).
 
 use std::fs;
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
-use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose,
@@ -17,7 +14,7 @@ use rcgen::{
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::protocol::ALPN;
+use super::TlsError;
 
 /// File name of the CA certificate clients are given.
 pub const CA_CERT_FILE: &str = "ca.pem";
@@ -27,38 +24,6 @@ pub const CA_KEY_FILE: &str = "ca.key";
 pub const SERVER_CERT_FILE: &str = "server.pem";
 /// File name of the server's private key.
 pub const SERVER_KEY_FILE: &str = "server.key";
-
-/// Why certificates or TLS configuration could not be set up.
-#[derive(Debug, thiserror::Error)]
-pub enum TlsError {
-    /// A file could not be read or written.
-    #[error("{action} {path}: {source}")]
-    Io {
-        /// What was being done.
-        action: &'static str,
-        /// The file concerned.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
-    /// A PEM file held nothing usable.
-    #[error("{path}: {what}")]
-    BadPem {
-        /// The file concerned.
-        path: PathBuf,
-        /// What is wrong with it.
-        what: String,
-    },
-    /// rcgen failed to make a certificate.
-    #[error("could not generate a certificate: {0}")]
-    Generate(#[from] rcgen::Error),
-    /// rustls rejected the configuration.
-    #[error("TLS configuration: {0}")]
-    Rustls(#[from] rustls::Error),
-    /// quinn rejected the rustls configuration.
-    #[error("QUIC TLS configuration: {0}")]
-    Quic(String),
-}
 
 /// Where the server's certificate comes from.
 #[derive(Debug, Clone)]
@@ -281,7 +246,7 @@ fn write_public(path: &Path, contents: &[u8]) -> Result<(), TlsError> {
 }
 
 /// Write a private key so that only its owner can read it, from the first byte on.
-fn write_private(path: &Path, contents: &[u8]) -> Result<(), TlsError> {
+pub(crate) fn write_private(path: &Path, contents: &[u8]) -> Result<(), TlsError> {
     let io = |source| TlsError::Io {
         action: "cannot write private key",
         path: path.to_owned(),
@@ -300,7 +265,7 @@ fn write_private(path: &Path, contents: &[u8]) -> Result<(), TlsError> {
     file.sync_all().map_err(io)
 }
 
-fn restrict_permissions(path: &Path) -> Result<(), TlsError> {
+pub(crate) fn restrict_permissions(path: &Path) -> Result<(), TlsError> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -315,125 +280,6 @@ fn restrict_permissions(path: &Path) -> Result<(), TlsError> {
     #[cfg(not(unix))]
     let _ = path;
     Ok(())
-}
-
-/// The TLS provider: ring, with aws-lc-rs's key exchange, preferring
-/// AES-128-GCM with SHA-256.
-///
-/// - Key exchange from aws-lc-rs: its X25519 (s2n-bignum) took 7-9% of the
-///   server's handshake CPU where ring's took 18% (perf, connect workload).
-///   Our client offers X25519; a client that prefers the post-quantum hybrid
-///   X25519MLKEM768 gets it (a larger handshake, at that client's choice).
-/// - Everything else from ring: its AES-GCM packet keys are smaller than
-///   aws-lc-rs's, and a QUIC connection holds four of them for its whole life
-///   (both directions, current and next key phase): 35.2 KiB of server memory
-///   per idle connection against 36.2 KiB with aws-lc-rs throughout, and
-///   handshakes were no slower (docs/BENCHMARKS.md).
-/// - AES-128-GCM/SHA-256 first: as secure for this use, and cheaper than
-///   AES-256/SHA-384 both per handshake (SHA-384's key schedule showed up at 9%
-///   of handshake CPU) and per QUIC packet.
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
-    use rustls::crypto::aws_lc_rs::kx_group;
-    use rustls::crypto::ring::{cipher_suite, default_provider};
-    Arc::new(rustls::crypto::CryptoProvider {
-        cipher_suites: vec![
-            cipher_suite::TLS13_AES_128_GCM_SHA256,
-            cipher_suite::TLS13_AES_256_GCM_SHA384,
-            cipher_suite::TLS13_CHACHA20_POLY1305_SHA256,
-        ],
-        kx_groups: vec![
-            kx_group::X25519,
-            kx_group::SECP256R1,
-            kx_group::SECP384R1,
-            kx_group::X25519MLKEM768,
-        ],
-        ..default_provider()
-    })
-}
-
-/// TLS counters of a running server.
-#[derive(Debug, Default)]
-pub struct TlsStats {
-    /// Session tickets that returning clients presented and the server could
-    /// decrypt: resumption attempts it can honour.
-    pub tickets_accepted: AtomicU64,
-}
-
-/// The server's ticketer, counting the tickets it takes back.
-#[derive(Debug)]
-struct CountingTicketer {
-    inner: Arc<dyn rustls::server::ProducesTickets>,
-    stats: Arc<TlsStats>,
-}
-
-impl rustls::server::ProducesTickets for CountingTicketer {
-    fn enabled(&self) -> bool {
-        self.inner.enabled()
-    }
-
-    fn lifetime(&self) -> u32 {
-        self.inner.lifetime()
-    }
-
-    fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
-        self.inner.encrypt(plain)
-    }
-
-    fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
-        let plain = self.inner.decrypt(cipher);
-        if plain.is_some() {
-            self.stats.tickets_accepted.fetch_add(1, Ordering::Relaxed);
-        }
-        plain
-    }
-}
-
-/// The rustls + quinn server crypto for `identity`: TLS 1.3 only, ALPN
-/// `quic-chat/1`; resumption is counted in `stats`.
-pub fn server_crypto(
-    identity: ServerIdentity,
-    stats: Arc<TlsStats>,
-) -> Result<Arc<QuicServerConfig>, TlsError> {
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth()
-        .with_single_cert(identity.chain, identity.key)?;
-    config.alpn_protocols = vec![ALPN.to_vec()];
-    config.key_log = Arc::new(rustls::KeyLogFile::new());
-    // Stateless session tickets: returning clients resume without a full
-    // handshake, and the server keeps no per-client session state.
-    config.ticketer = Arc::new(CountingTicketer {
-        inner: rustls::crypto::ring::Ticketer::new()?,
-        stats,
-    });
-    // One ticket per connection is enough for a client that reconnects one
-    // connection at a time, and each ticket costs an encryption and ~200 bytes.
-    config.send_tls13_tickets = 1;
-    let quic = QuicServerConfig::try_from(config).map_err(|e| TlsError::Quic(e.to_string()))?;
-    Ok(Arc::new(quic))
-}
-
-/// The rustls + quinn client crypto trusting only the CA certificates in
-/// `ca_file`; with `resume`, TLS sessions are resumed on reconnects.
-pub fn client_crypto(ca_file: &Path, resume: bool) -> Result<Arc<QuicClientConfig>, TlsError> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in read_chain(ca_file)? {
-        roots.add(cert).map_err(|e| TlsError::BadPem {
-            path: ca_file.to_owned(),
-            what: format!("not a usable CA certificate ({e})"),
-        })?;
-    }
-    let mut config = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![ALPN.to_vec()];
-    config.key_log = Arc::new(rustls::KeyLogFile::new());
-    if !resume {
-        config.resumption = rustls::client::Resumption::disabled();
-    }
-    let quic = QuicClientConfig::try_from(config).map_err(|e| TlsError::Quic(e.to_string()))?;
-    Ok(Arc::new(quic))
 }
 
 #[cfg(test)]
