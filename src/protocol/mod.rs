@@ -6,12 +6,14 @@
 
 pub mod close;
 pub mod codec;
+pub mod fingerprint;
 pub mod frames;
 pub mod username;
 pub mod version;
 
 pub use close::CloseCode;
 pub use codec::{decode, encode, read_frame, write_frame, CodecError, FrameError};
+pub use fingerprint::{Fingerprint, FingerprintError};
 pub use frames::{
     Account, Device, DeviceOp, Failure, Push, RefuseReason, Reply, Request, RequestRef, Status,
 };

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 pub mod certs;
 pub mod client;
+pub mod identity;
 mod provider;
 pub mod server;
 
@@ -20,6 +21,7 @@ pub use certs::{
     CA_KEY_FILE, SERVER_CERT_FILE, SERVER_KEY_FILE,
 };
 pub use client::client_crypto;
+pub use identity::{fingerprint_of_cert, peer_fingerprint};
 pub use server::{server_crypto, TlsStats};
 
 /// Why certificates or TLS configuration could not be set up.
