@@ -178,7 +178,7 @@ impl ServerArgs {
 /// `quic-chat connect` options.
 #[derive(Debug, Args)]
 pub struct ConnectArgs {
-    /// The server, as HOST:PORT or IP:PORT (IPv6 as [ADDR]:PORT).
+    /// The server, as HOST:PORT or IP:PORT (an IPv6 address in brackets).
     pub server: String,
     /// Your name: 1 to 32 of A-Z a-z 0-9 _ . -
     pub username: String,

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 /// What to do with one incoming connection attempt.
 #[derive(Debug)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Go ahead; the slot counts the connection until it is dropped.
     Accept(ConnectionSlot),
     /// Ask the client to prove its address with a Retry first.
@@ -29,7 +29,7 @@ pub struct AdmissionStats {
 
 /// The admission policy and its bookkeeping. Shared by the accept loop and every session.
 #[derive(Debug)]
-pub struct Admission {
+pub(crate) struct Admission {
     per_ip: Mutex<HashMap<IpAddr, usize>>,
     max_per_ip: usize,
     handshaking: AtomicUsize,
@@ -41,7 +41,7 @@ impl Admission {
     /// A policy allowing `max_per_ip` connections per address (0 = unlimited) and
     /// asking for address validation once more than `retry_above` handshakes are
     /// in progress (0 = always).
-    pub fn new(max_per_ip: usize, retry_above: usize) -> Arc<Self> {
+    pub(crate) fn new(max_per_ip: usize, retry_above: usize) -> Arc<Self> {
         Arc::new(Admission {
             per_ip: Mutex::new(HashMap::new()),
             max_per_ip,
@@ -52,12 +52,12 @@ impl Admission {
     }
 
     /// The live counters.
-    pub fn stats(&self) -> Arc<AdmissionStats> {
+    pub(crate) fn stats(&self) -> Arc<AdmissionStats> {
         Arc::clone(&self.stats)
     }
 
     /// Decide about one connection attempt.
-    pub fn admit(self: &Arc<Self>, incoming: &quinn::Incoming) -> Decision {
+    pub(crate) fn admit(self: &Arc<Self>, incoming: &quinn::Incoming) -> Decision {
         let busy = self.handshaking.load(Ordering::Relaxed) >= self.retry_above;
         if busy && !incoming.remote_address_validated() && incoming.may_retry() {
             self.stats.retries.fetch_add(1, Ordering::Relaxed);
@@ -84,7 +84,7 @@ impl Admission {
 
 /// One admitted connection. Dropping it gives its per-IP slot back.
 #[derive(Debug)]
-pub struct ConnectionSlot {
+pub(crate) struct ConnectionSlot {
     admission: Arc<Admission>,
     ip: IpAddr,
     handshaking: bool,
@@ -92,7 +92,7 @@ pub struct ConnectionSlot {
 
 impl ConnectionSlot {
     /// The handshake finished (either way): it no longer counts as in progress.
-    pub fn handshake_done(&mut self) {
+    pub(crate) fn handshake_done(&mut self) {
         if std::mem::take(&mut self.handshaking) {
             self.admission.handshaking.fetch_sub(1, Ordering::Relaxed);
         }

@@ -36,7 +36,7 @@ pub struct Limits {
     /// recipient is closed with TOO_SLOW. Must stay under the contract's 10 s.
     pub delivery_timeout: Duration,
     /// Bytes of undelivered messages one recipient may have in flight (each
-    /// message costs its frame size plus [`DELIVERY_OVERHEAD_BYTES`]).
+    /// message costs its frame size plus 256 bytes of bookkeeping).
     pub recipient_backlog_bytes: usize,
     /// Sustained sends per second per user; 0 means unlimited.
     pub rate_limit: f64,
@@ -53,7 +53,7 @@ pub struct Limits {
 
 /// The bookkeeping cost charged to a recipient's backlog per message, on top of
 /// its frame size, so that many tiny messages are bounded too.
-pub const DELIVERY_OVERHEAD_BYTES: usize = 256;
+pub(crate) const DELIVERY_OVERHEAD_BYTES: usize = 256;
 
 impl Default for Limits {
     fn default() -> Self {

@@ -4,7 +4,7 @@ use tokio::time::Instant;
 
 /// Allows `rate` sends per second sustained, with bursts of up to `burst`.
 #[derive(Debug)]
-pub struct TokenBucket {
+pub(crate) struct TokenBucket {
     rate_per_sec: f64,
     burst: f64,
     tokens: f64,
@@ -13,7 +13,7 @@ pub struct TokenBucket {
 
 impl TokenBucket {
     /// A full bucket.
-    pub fn new(rate_per_sec: f64, burst: u32) -> Self {
+    pub(crate) fn new(rate_per_sec: f64, burst: u32) -> Self {
         let burst = f64::from(burst.max(1));
         TokenBucket {
             rate_per_sec,
@@ -24,7 +24,7 @@ impl TokenBucket {
     }
 
     /// Take one token if there is one.
-    pub fn try_take(&mut self) -> bool {
+    pub(crate) fn try_take(&mut self) -> bool {
         let now = Instant::now();
         let refill = now.duration_since(self.last).as_secs_f64() * self.rate_per_sec;
         self.tokens = (self.tokens + refill).min(self.burst);

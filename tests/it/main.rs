@@ -1,4 +1,5 @@
 //! The one integration-test crate: real QUIC over loopback, every scenario bounded in time.
+#![allow(unreachable_pub)] // test helpers are pub within this crate
 
 mod backpressure;
 mod bench;
