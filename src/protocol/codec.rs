@@ -233,6 +233,76 @@ mod tests {
     }
 
     #[test]
+    fn v2_frames_match_the_contract_bytes() {
+        use crate::protocol::{Account, Device, DeviceOp, Failure};
+        // The contract's two examples.
+        assert_eq!(encode(&Request::Devices(DeviceOp::List)).unwrap(), [3, 0]);
+        let session = Reply::Session {
+            server: "s".into(),
+            online: 1,
+            account: Account::Returning,
+            queued: 0,
+        };
+        assert_eq!(encode(&session).unwrap(), [4, 1, b's', 1, 2, 0]);
+        // From the encoding rules: Vec<u8> is a varint length then raw bytes.
+        let fingerprint: Vec<u8> = (0..32).collect();
+        let add = Request::Devices(DeviceOp::Add {
+            fingerprint: fingerprint.clone(),
+            label: "phone".into(),
+        });
+        let mut expected = vec![3, 1, 32];
+        expected.extend(0..32u8);
+        expected.extend([5, b'p', b'h', b'o', b'n', b'e']);
+        assert_eq!(encode(&add).unwrap(), expected);
+        let remove = Request::Devices(DeviceOp::Remove {
+            fingerprint: fingerprint.clone(),
+        });
+        let mut expected = vec![3, 2, 32];
+        expected.extend(0..32u8);
+        assert_eq!(encode(&remove).unwrap(), expected);
+        let devices = Reply::Devices {
+            devices: vec![Device {
+                fingerprint,
+                label: "first device".into(),
+                added_ms: 1_700_000_000_000,
+                last_seen_ms: 0,
+                current: true,
+            }],
+        };
+        let mut expected = vec![5, 1, 32];
+        expected.extend(0..32u8);
+        expected.push(12);
+        expected.extend(b"first device");
+        expected.push(253);
+        expected.extend(1_700_000_000_000u64.to_le_bytes());
+        expected.extend([0, 1]);
+        assert_eq!(encode(&devices).unwrap(), expected);
+        let failed = Reply::Failed {
+            reason: Failure::LastDevice,
+            detail: "x".into(),
+        };
+        assert_eq!(encode(&failed).unwrap(), [6, 4, 1, b'x']);
+        let refused = Reply::Refused {
+            reason: RefuseReason::KeyMismatch,
+            detail: String::new(),
+        };
+        assert_eq!(encode(&refused).unwrap(), [1, 4, 0]);
+        let refused = Reply::Refused {
+            reason: RefuseReason::AccountRequired,
+            detail: String::new(),
+        };
+        assert_eq!(encode(&refused).unwrap(), [1, 5, 0]);
+        let receipt = Push::Receipt {
+            id: 300,
+            status: Status::Expired,
+        };
+        assert_eq!(encode(&receipt).unwrap(), [1, 251, 44, 1, 7]);
+        for (account, index) in [(Account::Guest, 0), (Account::Registered, 1)] {
+            assert_eq!(encode(&account).unwrap(), [index]);
+        }
+    }
+
+    #[test]
     fn varints_use_the_contract_markers() {
         let receipt = |id| Reply::Receipt {
             id,

@@ -9,7 +9,10 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use quic_chat::protocol::codec::decode_borrowed;
 use quic_chat::protocol::frames::RequestRef;
-use quic_chat::protocol::{decode, encode, CodecError, Push, RefuseReason, Reply, Request, Status};
+use quic_chat::protocol::{
+    decode, encode, Account, CodecError, Device, DeviceOp, Failure, Push, RefuseReason, Reply,
+    Request, Status,
+};
 use serde::{de::DeserializeOwned, Serialize};
 
 /// Any text: every Unicode scalar value, short or past the one-byte length
@@ -35,25 +38,55 @@ fn number() -> impl Strategy<Value = u64> {
     ]
 }
 
+// Every variant of the small enums, from their `ALL` lists: a variant
+// appended to the protocol is covered here without editing this file.
 fn status() -> impl Strategy<Value = Status> {
-    prop_oneof![
-        Just(Status::Delivered),
-        Just(Status::NotConnected),
-        Just(Status::Queued),
-        Just(Status::TooLarge),
-        Just(Status::RateLimited),
-        Just(Status::RecipientBusy),
-        Just(Status::InvalidRecipient),
-    ]
+    proptest::sample::select(Status::ALL.to_vec())
 }
 
 fn refuse_reason() -> impl Strategy<Value = RefuseReason> {
+    proptest::sample::select(RefuseReason::ALL.to_vec())
+}
+
+fn failure() -> impl Strategy<Value = Failure> {
+    proptest::sample::select(Failure::ALL.to_vec())
+}
+
+fn account() -> impl Strategy<Value = Account> {
     prop_oneof![
-        Just(RefuseReason::NameTaken),
-        Just(RefuseReason::InvalidName),
-        Just(RefuseReason::UnsupportedProtocol),
-        Just(RefuseReason::ServerFull),
+        Just(Account::Guest),
+        Just(Account::Registered),
+        Just(Account::Returning)
     ]
+}
+
+/// Fingerprints: usually the contract's 32 bytes, sometimes any length.
+fn fingerprint() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        3 => vec(any::<u8>(), 32..=32),
+        1 => vec(any::<u8>(), 0..300),
+    ]
+}
+
+fn device_op() -> impl Strategy<Value = DeviceOp> {
+    prop_oneof![
+        Just(DeviceOp::List),
+        (fingerprint(), text())
+            .prop_map(|(fingerprint, label)| DeviceOp::Add { fingerprint, label }),
+        fingerprint().prop_map(|fingerprint| DeviceOp::Remove { fingerprint }),
+    ]
+}
+
+fn device() -> impl Strategy<Value = Device> {
+    (fingerprint(), text(), number(), number(), any::<bool>()).prop_map(
+        |(fingerprint, label, added_ms, last_seen_ms, current)| Device {
+            fingerprint,
+            label,
+            added_ms,
+            last_seen_ms,
+            current,
+        },
+    )
 }
 
 fn request() -> impl Strategy<Value = Request> {
@@ -64,6 +97,7 @@ fn request() -> impl Strategy<Value = Request> {
         }),
         (text(), text()).prop_map(|(to, body)| Request::Send { to, body }),
         Just(Request::ListUsers),
+        device_op().prop_map(Request::Devices),
     ]
 }
 
@@ -76,16 +110,31 @@ fn reply() -> impl Strategy<Value = Reply> {
         (refuse_reason(), text()).prop_map(|(reason, detail)| Reply::Refused { reason, detail }),
         (number(), status()).prop_map(|(id, status)| Reply::Receipt { id, status }),
         vec(text(), 0..12).prop_map(|names| Reply::Users { names }),
+        (text(), number(), account(), number()).prop_map(|(server, online, account, queued)| {
+            Reply::Session {
+                server,
+                online: online as u32,
+                account,
+                queued: queued as u32,
+            }
+        }),
+        vec(device(), 0..6).prop_map(|devices| Reply::Devices { devices }),
+        (failure(), text()).prop_map(|(reason, detail)| Reply::Failed { reason, detail }),
     ]
 }
 
 fn push() -> impl Strategy<Value = Push> {
-    (number(), text(), number(), text()).prop_map(|(id, from, sent_at_ms, body)| Push::Deliver {
-        id,
-        from,
-        sent_at_ms,
-        body,
-    })
+    prop_oneof![
+        (number(), text(), number(), text()).prop_map(|(id, from, sent_at_ms, body)| {
+            Push::Deliver {
+                id,
+                from,
+                sent_at_ms,
+                body,
+            }
+        }),
+        (number(), status()).prop_map(|(id, status)| Push::Receipt { id, status }),
+    ]
 }
 
 /// Any of the three frame types, encoded.
@@ -131,6 +180,7 @@ fn borrowed_request_agrees(bytes: &[u8]) -> Result<(), TestCaseError> {
                     to == t && body == b
                 }
                 (Request::ListUsers, RequestRef::ListUsers) => true,
+                (Request::Devices(op), RequestRef::Devices(o)) => op == o,
                 _ => false,
             };
             prop_assert!(same, "{:?} decoded as {:?}", owned, borrowed);
