@@ -66,6 +66,9 @@ pub enum TlsError {
         /// Its permission bits.
         mode: u32,
     },
+    /// Neither `XDG_CONFIG_HOME` nor `HOME` says where the identity lives.
+    #[error("no directory for this device's identity: set HOME, or pass --identity DIR")]
+    NoIdentityDir,
     /// rcgen failed to make a certificate.
     #[error("could not generate a certificate")]
     Generate(#[from] rcgen::Error),
