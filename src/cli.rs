@@ -212,7 +212,9 @@ impl ConnectArgs {
         let identity = if self.guest {
             None
         } else {
-            Some(ClientIdentity::load_or_create(&identity_dir(self.identity)?)?)
+            Some(ClientIdentity::load_or_create(&identity_dir(
+                self.identity,
+            )?)?)
         };
         let mut config = ClientConfig::new(self.server, self.username, self.ca);
         config.server_name = self.server_name;

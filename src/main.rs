@@ -8,8 +8,8 @@ use clap::Parser;
 use time::UtcOffset;
 use tokio_util::sync::CancellationToken;
 
-use quic_chat::chat::{self, TerminalEnv};
 use quic_chat::chat::Outcome;
+use quic_chat::chat::{self, TerminalEnv};
 use quic_chat::cli::{BenchArgs, Cli, CliCommand, ConnectArgs, ServerArgs, WhoamiArgs};
 use quic_chat::server::{console, Server};
 

@@ -352,7 +352,10 @@ mod tests {
         let fingerprint = Fingerprint::new([0xfb; 32]);
         let text = fingerprint.to_string();
         assert_eq!(parse("devices"), Command::Devices(DevicesCommand::List));
-        assert_eq!(parse("DEVICES  list "), Command::Devices(DevicesCommand::List));
+        assert_eq!(
+            parse("DEVICES  list "),
+            Command::Devices(DevicesCommand::List)
+        );
         let add = Command::Devices(DevicesCommand::Add {
             fingerprint,
             label: "my  phone".into(),
@@ -372,8 +375,14 @@ mod tests {
         for (line, hint) in [
             ("devices add", "usage: devices add"),
             (&format!("devices add {text}"), "usage: devices add"),
-            ("devices add SHA256:short phone", "not a whole device fingerprint"),
-            (&format!("devices add {text} {}", "x".repeat(65)), "1 to 64 bytes"),
+            (
+                "devices add SHA256:short phone",
+                "not a whole device fingerprint",
+            ),
+            (
+                &format!("devices add {text} {}", "x".repeat(65)),
+                "1 to 64 bytes",
+            ),
             ("devices remove", "usage: devices remove"),
             ("devices remove a b", "usage: devices remove"),
             ("devices list now", "usage: devices |"),

@@ -331,7 +331,10 @@ mod tests {
         assert_eq!(complete("SEND  b", 7, &names), (6, vec!["bob ".to_owned()]));
         assert_eq!(complete("send bob he", 11, &names).1, Vec::<String>::new());
         assert_eq!(complete("users b", 7, &names).1, Vec::<String>::new());
-        assert_eq!(complete("devices r", 9, &names), (8, vec!["remove ".to_owned()]));
+        assert_eq!(
+            complete("devices r", 9, &names),
+            (8, vec!["remove ".to_owned()])
+        );
         assert_eq!(complete("devices ", 8, &names).1.len(), 2);
         assert_eq!(complete("send ü", 7, &names), (5, Vec::new()));
     }

@@ -211,9 +211,7 @@ fn device_refused_text(reason: Failure, detail: &str) -> String {
         }
         Failure::InUse => "that device's key belongs to another account",
         Failure::UnknownDevice => "this account has no device with that fingerprint",
-        Failure::LastDevice => {
-            "that is the account's only device; add another before removing it"
-        }
+        Failure::LastDevice => "that is the account's only device; add another before removing it",
         Failure::Invalid => {
             "not a valid device: a fingerprint is SHA256: and 43 characters, \
              a label 1 to 64 bytes"
@@ -400,7 +398,9 @@ mod tests {
             reason: Failure::LastDevice,
             detail: "one left".into(),
         };
-        assert!(with_detail.to_string().ends_with(" (the server says: one left)"));
+        assert!(with_detail
+            .to_string()
+            .ends_with(" (the server says: one left)"));
     }
 
     #[test]

@@ -271,8 +271,6 @@ async fn request<F: serde::Serialize>(
     Ok(reply)
 }
 
-
-
 fn disconnected(error: quinn::ConnectionError) -> ClientError {
     ClientError::Disconnected(Disconnect::from_error(&error))
 }

@@ -32,8 +32,9 @@ pub fn client_crypto(
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots);
     let mut config = match identity {
-        Some(identity) => builder
-            .with_client_auth_cert(vec![identity.cert.clone()], identity.key.clone_key())?,
+        Some(identity) => {
+            builder.with_client_auth_cert(vec![identity.cert.clone()], identity.key.clone_key())?
+        }
         None => builder.with_no_client_auth(),
     };
     config.alpn_protocols = Version::alpn_list();

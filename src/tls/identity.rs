@@ -108,7 +108,10 @@ pub fn default_identity_dir() -> Option<PathBuf> {
 /// [`default_identity_dir`] for the given values of `XDG_CONFIG_HOME` and
 /// `HOME`. A relative or empty `XDG_CONFIG_HOME` is ignored, as the XDG base
 /// directory specification says.
-pub fn identity_dir_in(xdg_config_home: Option<OsString>, home: Option<OsString>) -> Option<PathBuf> {
+pub fn identity_dir_in(
+    xdg_config_home: Option<OsString>,
+    home: Option<OsString>,
+) -> Option<PathBuf> {
     let config = xdg_config_home
         .map(PathBuf::from)
         .filter(|path| path.is_absolute())

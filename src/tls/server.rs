@@ -207,11 +207,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let identity = super::super::ClientIdentity::load_or_create(dir.path()).unwrap();
         // Long expired by this date, or not yet valid: dates are not checked.
-        for now in [UnixTime::since_unix_epoch(std::time::Duration::ZERO), UnixTime::now()] {
-            assert!(verifier.verify_client_cert(&identity.cert, &[], now).is_ok());
+        for now in [
+            UnixTime::since_unix_epoch(std::time::Duration::ZERO),
+            UnixTime::now(),
+        ] {
+            assert!(verifier
+                .verify_client_cert(&identity.cert, &[], now)
+                .is_ok());
         }
         let garbage = CertificateDer::from(vec![0x30, 0x03, 1, 2, 3]);
-        assert!(verifier.verify_client_cert(&garbage, &[], UnixTime::now()).is_err());
+        assert!(verifier
+            .verify_client_cert(&garbage, &[], UnixTime::now())
+            .is_err());
         let chain = [identity.cert.clone()];
         assert!(
             verifier

@@ -71,7 +71,10 @@ enum DevicesOp {
 #[derive(Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 enum JsonCommand {
-    Send { to: String, body: String },
+    Send {
+        to: String,
+        body: String,
+    },
     Users,
     Devices {
         #[serde(default)]

@@ -99,9 +99,7 @@ impl Pretty {
                 &format!("✗ cannot list users: {}", sanitize(&error.to_string())),
             ),
             Event::Devices(devices) => device_lines(devices, self.offset, ""),
-            Event::DevicesFailed(why) => {
-                self.paint(FAIL, &format!("✗ devices: {}", sanitize(why)))
-            }
+            Event::DevicesFailed(why) => self.paint(FAIL, &format!("✗ devices: {}", sanitize(why))),
             Event::Help => command::help().to_owned(),
             Event::Invalid(hint) => self.paint(WARN, &sanitize(hint)),
             Event::Shutdown => self.paint(BOLD, SHUTDOWN_LINE),
