@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::bench::{BenchConfig, Workload};
 use crate::client::ClientConfig;
 use crate::server::{Limits, ServerConfig};
-use crate::tls::CertSource;
+use crate::tls::{CertSource, ClientIdentity, TlsError};
 
 /// quic-chat: a self-hosted encrypted messenger over QUIC.
 #[derive(Debug, Parser)]
@@ -26,11 +26,16 @@ pub struct Cli {
 pub enum CliCommand {
     /// Run a chat server. Type EXIT on its console (or send SIGINT/SIGTERM) to stop it.
     Server(ServerArgs),
-    /// Connect to a server and chat. Commands: send USER MESSAGE, users, help, EXIT.
+    /// Connect to a server and chat. Commands: send USER MESSAGE, users, devices, help, EXIT.
     ///
     /// At a terminal this is a line editor with history and Tab completion;
     /// over pipes it reads and prints plain lines; --json is for bots.
     Connect(ConnectArgs),
+    /// Print this device's fingerprint (SHA256:…), creating its key on first use.
+    ///
+    /// The fingerprint names this device to servers: give it to `devices add`
+    /// on a device already signed in to move or share your account.
+    Whoami(WhoamiArgs),
     /// Measure a server: message throughput and latency, connection rate, idle memory.
     Bench(BenchArgs),
 }
@@ -191,15 +196,54 @@ pub struct ConnectArgs {
     /// Print every event as one JSON object per line, and accept JSON commands.
     #[arg(long)]
     pub json: bool,
+    /// Directory of this device's key and certificate (default:
+    /// $XDG_CONFIG_HOME/quic-chat, or ~/.config/quic-chat); created on first use.
+    #[arg(long, value_name = "DIR", conflicts_with = "guest")]
+    pub identity: Option<PathBuf>,
+    /// Connect without a certificate: a guest, whose name is not registered.
+    #[arg(long)]
+    pub guest: bool,
 }
 
 impl ConnectArgs {
-    /// The client configuration these options describe.
-    pub fn into_config(self) -> ClientConfig {
+    /// The client configuration these options describe; loads (or creates)
+    /// the identity unless `--guest`.
+    pub fn into_config(self) -> Result<ClientConfig, TlsError> {
+        let identity = if self.guest {
+            None
+        } else {
+            Some(ClientIdentity::load_or_create(&identity_dir(
+                self.identity,
+            )?)?)
+        };
         let mut config = ClientConfig::new(self.server, self.username, self.ca);
         config.server_name = self.server_name;
-        config
+        config.identity = identity;
+        Ok(config)
     }
+}
+
+/// `quic-chat whoami` options.
+#[derive(Debug, Args)]
+pub struct WhoamiArgs {
+    /// Directory of this device's key and certificate (default:
+    /// $XDG_CONFIG_HOME/quic-chat, or ~/.config/quic-chat); created on first use.
+    #[arg(long, value_name = "DIR")]
+    pub identity: Option<PathBuf>,
+}
+
+impl WhoamiArgs {
+    /// The identity directory these options name.
+    pub fn dir(&self) -> Result<PathBuf, TlsError> {
+        identity_dir(self.identity.clone())
+    }
+}
+
+/// `--identity DIR`, or the default directory.
+fn identity_dir(given: Option<PathBuf>) -> Result<PathBuf, TlsError> {
+    given
+        .or_else(crate::tls::default_identity_dir)
+        .ok_or(TlsError::NoIdentityDir)
 }
 
 #[cfg(test)]
@@ -210,5 +254,26 @@ mod tests {
     fn the_command_line_is_well_formed() {
         use clap::CommandFactory;
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn guest_and_identity_exclude_each_other() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(
+                ["quic-chat", "connect", "h:1", "alice", "--ca", "ca.pem"]
+                    .iter()
+                    .chain(args),
+            )
+        };
+        assert!(parse(&["--guest", "--identity", "dir"]).is_err());
+        let Ok(Cli {
+            command: CliCommand::Connect(args),
+        }) = parse(&["--guest"])
+        else {
+            panic!("--guest parses");
+        };
+        assert!(args.guest);
+        let config = args.into_config().unwrap();
+        assert!(config.identity.is_none(), "a guest has no certificate");
     }
 }

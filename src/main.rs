@@ -8,15 +8,16 @@ use clap::Parser;
 use time::UtcOffset;
 use tokio_util::sync::CancellationToken;
 
+use quic_chat::chat::Outcome;
 use quic_chat::chat::{self, TerminalEnv};
-use quic_chat::cli::{BenchArgs, Cli, CliCommand, ConnectArgs, ServerArgs};
+use quic_chat::cli::{BenchArgs, Cli, CliCommand, ConnectArgs, ServerArgs, WhoamiArgs};
 use quic_chat::server::{console, Server};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let default_log = match cli.command {
         CliCommand::Server(_) => "info",
-        CliCommand::Connect(_) | CliCommand::Bench(_) => "warn",
+        CliCommand::Connect(_) | CliCommand::Bench(_) | CliCommand::Whoami(_) => "warn",
     };
     init_tracing(default_log);
     // The local time zone can only be read safely while this is the only thread.
@@ -53,15 +54,16 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            CliCommand::Server(args) => run_server(args).await,
+            CliCommand::Server(args) => run_server(args).await.map(|()| ExitCode::SUCCESS),
             CliCommand::Connect(args) => run_client(args, offset).await,
-            CliCommand::Bench(args) => run_bench(args).await,
+            CliCommand::Bench(args) => run_bench(args).await.map(|()| ExitCode::SUCCESS),
+            CliCommand::Whoami(args) => whoami(args).map(|()| ExitCode::SUCCESS),
         }
     });
     // Do not wait for the stdin reader threads: they may be blocked on a read.
     runtime.shutdown_background();
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -96,12 +98,34 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_client(args: ConnectArgs, offset: UtcOffset) -> anyhow::Result<()> {
+/// Chat; a session that was replaced (signed in elsewhere) has already said
+/// so in its output and exits with a failure status, without another line.
+async fn run_client(args: ConnectArgs, offset: UtcOffset) -> anyhow::Result<ExitCode> {
     let env = TerminalEnv::from_process(args.json, offset);
+    let config = args.into_config()?;
     // Ctrl-C and SIGTERM leave the way EXIT does.
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    chat::run(&args.into_config(), env, shutdown).await?;
+    Ok(match chat::run(&config, env, shutdown).await? {
+        Outcome::Left | Outcome::ServerShutdown => ExitCode::SUCCESS,
+        Outcome::Replaced => ExitCode::FAILURE,
+    })
+}
+
+/// Print this device's fingerprint on stdout, and where its identity is on stderr.
+fn whoami(args: WhoamiArgs) -> anyhow::Result<()> {
+    let dir = args.dir()?;
+    let key = dir.join(quic_chat::tls::IDENTITY_KEY_FILE);
+    let existed = key.exists();
+    let identity = quic_chat::tls::ClientIdentity::load_or_create(&dir)?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{}", identity.fingerprint)?;
+    out.flush()?;
+    if existed {
+        eprintln!("this device's identity: {}", key.display());
+    } else {
+        eprintln!("created this device's identity: {}", key.display());
+    }
     Ok(())
 }
 

@@ -1,12 +1,17 @@
 //! The vocabulary between the chat loop and its looks: every [`Event`] the
 //! loop shows, and the wording the looks share.
 
+use time::{OffsetDateTime, UtcOffset};
+
 use super::sanitize::sanitize;
 use crate::client::{ClientError, Message, Receipt};
-use crate::protocol::Status;
+use crate::protocol::{Account, Device, Fingerprint, Status};
 
 /// The line printed when the server shuts down.
 pub(crate) const SHUTDOWN_LINE: &str = "Server has shut down, exiting...";
+
+/// The line printed when the account signed in elsewhere (close code 5).
+pub(crate) const REPLACED_LINE: &str = "signed in elsewhere";
 
 /// Something the chat loop shows.
 #[derive(Debug)]
@@ -19,6 +24,8 @@ pub(crate) enum Event<'a> {
         online: u32,
         /// Our name.
         username: &'a str,
+        /// What the Hello did to the account; `None` on a v1 server.
+        account: Option<Account>,
     },
     /// Someone sent us a message.
     Message(&'a Message),
@@ -44,12 +51,76 @@ pub(crate) enum Event<'a> {
     Users(&'a [String]),
     /// `users` failed.
     UsersFailed(&'a ClientError),
+    /// The account's devices, after a `devices` command.
+    Devices(&'a [Device]),
+    /// A `devices` command failed; the text is one line saying why.
+    DevicesFailed(&'a str),
     /// The answer to `help`.
     Help,
     /// An input line that is not a command; the text is a one-line hint.
     Invalid(&'a str),
     /// The server shut down.
     Shutdown,
+    /// The account signed in elsewhere, or this device was removed (close code 5).
+    Replaced,
+}
+
+/// The account state shown after the welcome line.
+pub(crate) fn account_line(account: Option<Account>, username: &str) -> String {
+    match account {
+        Some(Account::Registered) => format!("registered as {}", sanitize(username)),
+        Some(Account::Returning) => format!("welcome back, {}", sanitize(username)),
+        Some(Account::Guest) | None => "guest".to_owned(),
+    }
+}
+
+/// The account state's name, as the JSON `welcome` event carries it.
+pub(crate) fn account_name(account: Option<Account>) -> &'static str {
+    match account {
+        Some(Account::Registered) => "registered",
+        Some(Account::Returning) => "returning",
+        Some(Account::Guest) | None => "guest",
+    }
+}
+
+/// A device's fingerprint as text (a malformed one shows as such, not as bytes).
+pub(crate) fn device_fingerprint(device: &Device) -> String {
+    Fingerprint::from_slice(&device.fingerprint)
+        .map_or_else(|| "(not a fingerprint)".to_owned(), |f| f.to_string())
+}
+
+/// The device list: a heading, then one line per device with `*` marking
+/// this one; times at `offset`, followed by `zone` (labels sanitised).
+pub(crate) fn device_lines(devices: &[Device], offset: UtcOffset, zone: &str) -> String {
+    let when = |ms: u64| {
+        let nanos = i128::from(ms) * 1_000_000;
+        let at = OffsetDateTime::from_unix_timestamp_nanos(nanos)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+            .to_offset(offset);
+        format!(
+            "{:04}-{:02}-{:02} {:02}:{:02}{zone}",
+            at.year(),
+            u8::from(at.month()),
+            at.day(),
+            at.hour(),
+            at.minute()
+        )
+    };
+    let mut text = format!("devices ({}):", devices.len());
+    for device in devices {
+        let mark = if device.current { '*' } else { ' ' };
+        let seen = match device.last_seen_ms {
+            0 => "never".to_owned(),
+            ms => when(ms),
+        };
+        text.push_str(&format!(
+            "\n{mark} {}  {}  added {}  last seen {seen}",
+            device_fingerprint(device),
+            sanitize(&device.label),
+            when(device.added_ms)
+        ));
+    }
+    text
 }
 
 /// The greeting once the server accepted us (names sanitised).
@@ -83,6 +154,51 @@ pub(crate) fn status_line(to: &str, status: Status) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn account_states_have_their_lines() {
+        assert_eq!(
+            account_line(Some(Account::Registered), "alice"),
+            "registered as alice"
+        );
+        assert_eq!(
+            account_line(Some(Account::Returning), "alice"),
+            "welcome back, alice"
+        );
+        assert_eq!(account_line(Some(Account::Guest), "alice"), "guest");
+        assert_eq!(account_line(None, "alice"), "guest", "a v1 server");
+        assert_eq!(account_name(Some(Account::Returning)), "returning");
+    }
+
+    #[test]
+    fn devices_are_listed_with_this_one_marked() {
+        let devices = [
+            Device {
+                fingerprint: vec![0xfb; 32],
+                label: "first device".into(),
+                added_ms: 1_700_000_000_000,
+                last_seen_ms: 1_700_000_060_000,
+                current: true,
+            },
+            Device {
+                fingerprint: vec![0; 32],
+                label: "ph\x1bone".into(),
+                added_ms: 1_700_000_000_000,
+                last_seen_ms: 0,
+                current: false,
+            },
+        ];
+        let fp = Fingerprint::new([0xfb; 32]);
+        let zero = Fingerprint::new([0; 32]);
+        assert_eq!(
+            device_lines(&devices, UtcOffset::UTC, " UTC"),
+            format!(
+                "devices (2):\n\
+                 * {fp}  first device  added 2023-11-14 22:13 UTC  last seen 2023-11-14 22:14 UTC\n  \
+                 {zero}  ph^[one  added 2023-11-14 22:13 UTC  last seen never"
+            )
+        );
+    }
 
     #[test]
     fn every_failure_has_a_line_and_success_is_quiet() {

@@ -10,11 +10,12 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::command::Command;
+use super::command::{resolve_device, Command, DevicesCommand};
 use super::event::Event;
 use super::look::Look;
 use super::names::OnlineNames;
 use crate::client::{Client, ClientError, ClientEvent, Disconnect, Incoming, Receipt};
+use crate::protocol::{Device, DeviceOp};
 
 /// How often the list of online names (for completion) is refreshed.
 const NAMES_REFRESH: Duration = Duration::from_secs(60);
@@ -29,6 +30,9 @@ pub enum Outcome {
     Left,
     /// The server shut down.
     ServerShutdown,
+    /// The account signed in elsewhere, or this device was removed (close
+    /// code 5); the chat shows so and does not reconnect.
+    Replaced,
 }
 
 /// How the chat session ended abnormally.
@@ -73,6 +77,8 @@ enum Answer {
         shown: bool,
         result: Result<Vec<String>, ClientError>,
     },
+    /// The account's devices after a `devices` command, or why not.
+    Devices(Result<Vec<Device>, String>),
 }
 
 /// Run the chat: show the welcome, then treat each input line as a command and
@@ -95,6 +101,7 @@ pub async fn run_session<W: Write>(
             server: &welcome.server,
             online: welcome.online,
             username: client.username(),
+            account: welcome.account,
         },
     )?;
     let client = Arc::new(client);
@@ -147,6 +154,10 @@ pub async fn run_session<W: Write>(
             show(look, out, &Event::Shutdown)?;
             Ok(Outcome::ServerShutdown)
         }
+        Some(Disconnect::Replaced) => {
+            show(look, out, &Event::Replaced)?;
+            Ok(Outcome::Replaced)
+        }
         Some(other) => Err(SessionError::Disconnected(other)),
     }
 }
@@ -175,11 +186,37 @@ fn act<W: Write>(
                 }
             });
         }
+        Command::Devices(command) => {
+            let client = Arc::clone(client);
+            pending.spawn(async move { Answer::Devices(devices(&client, command).await) });
+        }
         Command::Help => show(look, out, &Event::Help)?,
         Command::Invalid(hint) => show(look, out, &Event::Invalid(&hint))?,
         Command::Nothing | Command::Exit => {}
     }
     Ok(())
+}
+
+/// Carry out a `devices` command: a removal names its device by a unique
+/// start of the fingerprint, resolved against a fresh list.
+async fn devices(client: &Client, command: DevicesCommand) -> Result<Vec<Device>, String> {
+    let op = match command {
+        DevicesCommand::List => DeviceOp::List,
+        DevicesCommand::Add { fingerprint, label } => DeviceOp::Add {
+            fingerprint: fingerprint.as_bytes().to_vec(),
+            label,
+        },
+        DevicesCommand::Remove { prefix } => {
+            let listed = client
+                .devices(DeviceOp::List)
+                .await
+                .map_err(|e| e.to_string())?;
+            DeviceOp::Remove {
+                fingerprint: resolve_device(&listed, &prefix)?.as_bytes().to_vec(),
+            }
+        }
+    };
+    client.devices(op).await.map_err(|e| e.to_string())
 }
 
 /// Show what the server pushed, noting a sender's name for completion.
@@ -242,6 +279,8 @@ fn show_answer<W: Write>(answer: Answer, frontend: &Frontend, out: &mut W) -> st
                 Err(error) => show(look, out, &Event::UsersFailed(&error)),
             }
         }
+        Answer::Devices(Ok(devices)) => show(look, out, &Event::Devices(&devices)),
+        Answer::Devices(Err(why)) => show(look, out, &Event::DevicesFailed(&why)),
     }
 }
 

@@ -77,6 +77,11 @@ fn complete(line: &str, pos: usize, names: &OnlineNames) -> (usize, Vec<String>)
                 }
             })
             .collect(),
+        [devices] if devices.eq_ignore_ascii_case("devices") => ["add ", "remove "]
+            .into_iter()
+            .filter(|op| op.starts_with(&word.to_lowercase()))
+            .map(str::to_owned)
+            .collect(),
         [send] if send.eq_ignore_ascii_case("send") => names
             .matching(word)
             .into_iter()
@@ -326,6 +331,11 @@ mod tests {
         assert_eq!(complete("SEND  b", 7, &names), (6, vec!["bob ".to_owned()]));
         assert_eq!(complete("send bob he", 11, &names).1, Vec::<String>::new());
         assert_eq!(complete("users b", 7, &names).1, Vec::<String>::new());
+        assert_eq!(
+            complete("devices r", 9, &names),
+            (8, vec!["remove ".to_owned()])
+        );
+        assert_eq!(complete("devices ", 8, &names).1.len(), 2);
         assert_eq!(complete("send ü", 7, &names), (5, Vec::new()));
     }
 }

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::tls::ClientIdentity;
+
 /// Where and as whom to connect.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -12,6 +14,9 @@ pub struct ClientConfig {
     pub username: String,
     /// PEM file with the CA certificate the server's chain must verify against.
     pub ca_file: PathBuf,
+    /// This device's key and certificate, presented in the handshake (protocol
+    /// v2 binds the name to it); `None` connects as a guest, with no certificate.
+    pub identity: Option<ClientIdentity>,
     /// The name to check the certificate against, instead of the host in `server`.
     pub server_name: Option<String>,
     /// How long connecting (handshake plus Hello) may take.
@@ -30,7 +35,7 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// A config with the default timeouts.
+    /// A config with the default timeouts, as a guest (no identity).
     pub fn new(
         server: impl Into<String>,
         username: impl Into<String>,
@@ -40,6 +45,7 @@ impl ClientConfig {
             server: server.into(),
             username: username.into(),
             ca_file: ca_file.into(),
+            identity: None,
             server_name: None,
             connect_timeout: Duration::from_secs(5),
             answer_timeout: Duration::from_secs(15),

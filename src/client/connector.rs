@@ -9,7 +9,9 @@ use super::{Client, ClientConfig, ClientError, HandshakeFailure, Incoming};
 use crate::tls;
 
 /// Makes connections to one server: the CA, TLS settings (and so TLS session
-/// tickets for resumption) and the UDP socket are set up once and shared.
+/// tickets for resumption), the identity and the UDP socket are set up once
+/// and shared. Every connection it makes presents the same identity, so a
+/// session resumed here is always one of that identity.
 #[derive(Debug, Clone)]
 pub struct Connector {
     endpoint: quinn::Endpoint,
@@ -32,7 +34,11 @@ impl Connector {
     /// Resolve the server, load the CA file and open a UDP socket.
     pub async fn new(config: &ClientConfig) -> Result<Connector, ClientError> {
         let (addr, host) = resolve(&config.server).await?;
-        let crypto = tls::client_crypto(&config.ca_file, config.tls_resumption)?;
+        let crypto = tls::client_crypto(
+            &config.ca_file,
+            config.tls_resumption,
+            config.identity.as_ref(),
+        )?;
         let mut client_config = quinn::ClientConfig::new(crypto);
         client_config.transport_config(crate::transport::client(
             config.keep_alive,
@@ -77,7 +83,28 @@ impl Connector {
                 kind: HandshakeFailure::of(&error),
                 error,
             })?;
-        Client::register(connection, self.endpoint.clone(), username, self.timeouts).await
+        Client::register(
+            connection.clone(),
+            self.endpoint.clone(),
+            username,
+            self.timeouts,
+        )
+        .await
+        .map_err(|error| self.handshake_failure(&connection, error))
+    }
+
+    /// A Hello that failed because the server closed the connection at the
+    /// transport level (a TLS alert: it rejected our certificate after our
+    /// side of the handshake was done) is a handshake failure, reported as one.
+    fn handshake_failure(&self, connection: &quinn::Connection, error: ClientError) -> ClientError {
+        match connection.close_reason() {
+            Some(close @ quinn::ConnectionError::ConnectionClosed(_)) => ClientError::Handshake {
+                server: self.server.clone(),
+                kind: HandshakeFailure::of(&close),
+                error: close,
+            },
+            _ => error,
+        }
     }
 
     /// Wait (at most `limit`) until every connection made here has finished closing.

@@ -5,7 +5,7 @@
 use quinn::{ConnectionError, TransportErrorCode};
 use rustls::AlertDescription;
 
-use crate::protocol::{self, CloseCode, FrameError, RefuseReason};
+use crate::protocol::{self, CloseCode, Failure, FrameError, RefuseReason, Version};
 use crate::tls::TlsError;
 
 /// Why the client could not do what was asked.
@@ -50,7 +50,7 @@ pub enum ClientError {
     #[error("no answer from {0} in time (is the server running and reachable?)")]
     Timeout(String),
     /// The server refused the Hello.
-    #[error("the server refused {username}: {detail}")]
+    #[error("{}", refused_text(.username, *.reason, .detail))]
     Refused {
         /// The name asked for.
         username: String,
@@ -58,6 +58,24 @@ pub enum ClientError {
         reason: RefuseReason,
         /// The server's explanation.
         detail: String,
+    },
+    /// The server did not carry out a `devices` request.
+    #[error("{}", device_refused_text(*.reason, .detail))]
+    DeviceRefused {
+        /// Machine-readable reason.
+        reason: Failure,
+        /// The server's explanation.
+        detail: String,
+    },
+    /// The request needs a protocol version this connection did not negotiate.
+    #[error("{what} needs protocol {needs}, and this server speaks protocol {speaks}")]
+    NeedsVersion {
+        /// What was asked for.
+        what: &'static str,
+        /// The version that has it.
+        needs: Version,
+        /// The connection's version.
+        speaks: Version,
     },
     /// The server broke the protocol.
     #[error("the server broke the protocol: {0}")]
@@ -83,6 +101,10 @@ pub enum HandshakeFailure {
     /// No common application protocol: the server does not speak ours, or we not its
     /// (TLS alert `no_application_protocol`, from either side).
     UnsupportedProtocol,
+    /// The server rejected this device's certificate: it does not parse, or
+    /// the handshake's signature was not made with its key (TLS alert
+    /// `bad_certificate`, `decrypt_error` or `access_denied` from the server).
+    CertificateRejected,
     /// The server refused the connection (QUIC `CONNECTION_REFUSED`), for example
     /// because of its per-address connection cap.
     Refused,
@@ -121,6 +143,13 @@ impl HandshakeFailure {
                 code if code == alert(AlertDescription::NoApplicationProtocol) => {
                     HandshakeFailure::UnsupportedProtocol
                 }
+                // Only a client certificate is the server's to judge.
+                code if code == alert(AlertDescription::BadCertificate)
+                    || code == alert(AlertDescription::DecryptError)
+                    || code == alert(AlertDescription::AccessDenied) =>
+                {
+                    HandshakeFailure::CertificateRejected
+                }
                 _ => HandshakeFailure::Other,
             },
             _ => HandshakeFailure::Other,
@@ -140,10 +169,58 @@ impl HandshakeFailure {
                 " (the server does not speak {})",
                 String::from_utf8_lossy(protocol::Version::LATEST.alpn())
             ),
+            HandshakeFailure::CertificateRejected => " (the server rejected this device's \
+                certificate: check the files in --identity, or connect with --guest)"
+                .into(),
             HandshakeFailure::Refused | HandshakeFailure::TimedOut | HandshakeFailure::Other => {
                 String::new()
             }
         }
+    }
+}
+
+/// A refusal in words a user can act on, with the server's own detail.
+fn refused_text(username: &str, reason: RefuseReason, detail: &str) -> String {
+    let what = match reason {
+        RefuseReason::KeyMismatch => format!(
+            "the name {username} is registered to another device's key (or this device's \
+             key belongs to another account); connect with that device, or pick another name"
+        ),
+        RefuseReason::AccountRequired => format!(
+            "this server admits registered accounts only and does not register {username}; \
+             ask its operator for an account, or have this device added to yours"
+        ),
+        _ => return format!("the server refused {username}: {detail}"),
+    };
+    if detail.is_empty() {
+        what
+    } else {
+        format!("{what} (the server says: {detail})")
+    }
+}
+
+/// A failed `devices` request in words a user can act on, with the server's detail.
+fn device_refused_text(reason: Failure, detail: &str) -> String {
+    let what = match reason {
+        Failure::NotRegistered => {
+            "this connection is a guest, and guests have no devices \
+             (connect with an identity, without --guest)"
+        }
+        Failure::TooMany => {
+            "the account already has as many devices as the server allows; remove one first"
+        }
+        Failure::InUse => "that device's key belongs to another account",
+        Failure::UnknownDevice => "this account has no device with that fingerprint",
+        Failure::LastDevice => "that is the account's only device; add another before removing it",
+        Failure::Invalid => {
+            "not a valid device: a fingerprint is SHA256: and 43 characters, \
+             a label 1 to 64 bytes"
+        }
+    };
+    if detail.is_empty() {
+        what.to_owned()
+    } else {
+        format!("{what} (the server says: {detail})")
     }
 }
 
@@ -162,6 +239,9 @@ fn handshake_text(server: &str, kind: HandshakeFailure, error: &ConnectionError)
 pub enum Disconnect {
     /// The server is shutting down (close code 1).
     ServerShutdown,
+    /// Since v2: the account signed in on another connection, or this device
+    /// was removed from it (close code 5). Do not reconnect on your own.
+    Replaced,
     /// The server closed us with another application code (protocol error, too slow, refused).
     ClosedByServer {
         /// The close code, when it is one of the protocol's.
@@ -183,6 +263,8 @@ impl Disconnect {
                 let code = CloseCode::from_code(close.error_code.into_inner());
                 if code == Some(CloseCode::ServerShutdown) {
                     Disconnect::ServerShutdown
+                } else if code == Some(CloseCode::Replaced) {
+                    Disconnect::Replaced
                 } else {
                     Disconnect::ClosedByServer {
                         code,
@@ -203,6 +285,7 @@ impl std::fmt::Display for Disconnect {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Disconnect::ServerShutdown => write!(f, "the server has shut down"),
+            Disconnect::Replaced => write!(f, "signed in elsewhere"),
             Disconnect::ClosedByServer { code, reason } => {
                 let what = match code {
                     Some(CloseCode::TooSlow) => "too far behind on messages".to_owned(),
@@ -260,5 +343,73 @@ mod tests {
             HandshakeFailure::of(&closed(TransportErrorCode::crypto(0x30))),
             HandshakeFailure::Other
         );
+        for alert in [0x2a, 0x31, 0x33] {
+            assert_eq!(
+                HandshakeFailure::of(&closed(TransportErrorCode::crypto(alert))),
+                HandshakeFailure::CertificateRejected,
+                "{alert:#x}"
+            );
+        }
+    }
+
+    #[test]
+    fn account_refusals_say_what_to_do_and_keep_the_detail() {
+        let refused = |reason, detail: &str| {
+            ClientError::Refused {
+                username: "alice".into(),
+                reason,
+                detail: detail.into(),
+            }
+            .to_string()
+        };
+        assert_eq!(
+            refused(RefuseReason::KeyMismatch, "registered to other keys"),
+            "the name alice is registered to another device's key (or this device's key \
+             belongs to another account); connect with that device, or pick another name \
+             (the server says: registered to other keys)"
+        );
+        assert!(refused(RefuseReason::AccountRequired, "")
+            .starts_with("this server admits registered accounts only"));
+        assert_eq!(
+            refused(RefuseReason::NameTaken, "the name alice is taken"),
+            "the server refused alice: the name alice is taken"
+        );
+        for reason in RefuseReason::ALL {
+            assert!(!refused(reason, "x").contains('\n'));
+        }
+    }
+
+    #[test]
+    fn every_device_failure_has_its_own_line() {
+        let lines: std::collections::BTreeSet<String> = Failure::ALL
+            .into_iter()
+            .map(|reason| {
+                let text = ClientError::DeviceRefused {
+                    reason,
+                    detail: String::new(),
+                }
+                .to_string();
+                assert!(!text.contains('\n') && !text.is_empty());
+                text
+            })
+            .collect();
+        assert_eq!(lines.len(), Failure::ALL.len());
+        let with_detail = ClientError::DeviceRefused {
+            reason: Failure::LastDevice,
+            detail: "one left".into(),
+        };
+        assert!(with_detail
+            .to_string()
+            .ends_with(" (the server says: one left)"));
+    }
+
+    #[test]
+    fn replaced_is_its_own_disconnect() {
+        let closed = ConnectionError::ApplicationClosed(quinn::ApplicationClose {
+            error_code: CloseCode::Replaced.var_int(),
+            reason: bytes::Bytes::from_static(b"replaced"),
+        });
+        assert_eq!(Disconnect::from_error(&closed), Disconnect::Replaced);
+        assert_eq!(Disconnect::Replaced.to_string(), "signed in elsewhere");
     }
 }

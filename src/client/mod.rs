@@ -24,7 +24,8 @@ use connector::Timeouts;
 
 use crate::protocol::frames::RequestRef;
 use crate::protocol::{
-    read_frame, write_frame, CloseCode, FrameError, Reply, Request, Status, Version,
+    read_frame, write_frame, Account, CloseCode, Device, DeviceOp, FrameError, Reply, Request,
+    Status, Version,
 };
 
 /// The server's answer to one Send.
@@ -43,6 +44,11 @@ pub struct Welcome {
     pub server: String,
     /// Users online, including us.
     pub online: u32,
+    /// What the Hello did to the account (protocol v2's `Session`); `None`
+    /// on a v1 connection, where everyone is a guest.
+    pub account: Option<Account>,
+    /// Stored messages that follow as deliveries (0 on a v1 connection).
+    pub queued: u32,
 }
 
 /// A registered connection to a chat server.
@@ -91,9 +97,29 @@ impl Client {
             protocol: version.number(),
             username: username.to_owned(),
         };
-        let welcome = match request(&connection, &hello, timeouts).await? {
-            Reply::Welcome { server, online } => Welcome { server, online },
-            Reply::Refused { reason, detail } => {
+        let reply = request(&connection, &hello, version, timeouts).await?;
+        let welcome = match (version, reply) {
+            (Version::V1, Reply::Welcome { server, online }) => Welcome {
+                server,
+                online,
+                account: None,
+                queued: 0,
+            },
+            (
+                Version::V2,
+                Reply::Session {
+                    server,
+                    online,
+                    account,
+                    queued,
+                },
+            ) => Welcome {
+                server,
+                online,
+                account: Some(account),
+                queued,
+            },
+            (_, Reply::Refused { reason, detail }) => {
                 // The server closes with REFUSED once it sees our acknowledgement;
                 // wait briefly for that rather than closing with a code of our own.
                 let _ = tokio::time::timeout(timeouts.close, connection.closed()).await;
@@ -103,10 +129,10 @@ impl Client {
                     detail,
                 });
             }
-            other => {
+            (version, other) => {
                 return Err(protocol_violation(
                     &connection,
-                    format!("unexpected answer to Hello: {other:?}"),
+                    format!("unexpected answer to a protocol {version} Hello: {other:?}"),
                 ))
             }
         };
@@ -141,7 +167,7 @@ impl Client {
     /// Send one message and wait for its receipt.
     pub async fn send(&self, to: &str, body: &str) -> Result<Receipt, ClientError> {
         let frame = RequestRef::Send { to, body };
-        match request(&self.connection, &frame, self.timeouts).await? {
+        match request(&self.connection, &frame, self.version, self.timeouts).await? {
             Reply::Receipt { id, status } => Ok(Receipt { id, status }),
             other => Err(protocol_violation(
                 &self.connection,
@@ -152,11 +178,41 @@ impl Client {
 
     /// The names of everyone online, sorted by lowercased name.
     pub async fn list_users(&self) -> Result<Vec<String>, ClientError> {
-        match request(&self.connection, &Request::ListUsers, self.timeouts).await? {
+        match request(
+            &self.connection,
+            &Request::ListUsers,
+            self.version,
+            self.timeouts,
+        )
+        .await?
+        {
             Reply::Users { names } => Ok(names),
             other => Err(protocol_violation(
                 &self.connection,
                 format!("unexpected answer to ListUsers: {other:?}"),
+            )),
+        }
+    }
+
+    /// List, add or remove this account's devices (protocol v2); the answer
+    /// is the account's devices after the operation, in the order added. A
+    /// refusal is [`ClientError::DeviceRefused`]; on a v1 connection nothing
+    /// is sent and the answer is [`ClientError::NeedsVersion`].
+    pub async fn devices(&self, op: DeviceOp) -> Result<Vec<Device>, ClientError> {
+        let frame = Request::Devices(op);
+        if frame.since() > self.version {
+            return Err(ClientError::NeedsVersion {
+                what: "managing devices",
+                needs: frame.since(),
+                speaks: self.version,
+            });
+        }
+        match request(&self.connection, &frame, self.version, self.timeouts).await? {
+            Reply::Devices { devices } => Ok(devices),
+            Reply::Failed { reason, detail } => Err(ClientError::DeviceRefused { reason, detail }),
+            other => Err(protocol_violation(
+                &self.connection,
+                format!("unexpected answer to Devices: {other:?}"),
             )),
         }
     }
@@ -186,10 +242,12 @@ impl Client {
     }
 }
 
-/// One request on its own bidirectional stream, and its reply.
+/// One request on its own bidirectional stream, and its reply; a reply that
+/// the connection's `version` does not have is a protocol violation.
 async fn request<F: serde::Serialize>(
     connection: &quinn::Connection,
     frame: &F,
+    version: Version,
     timeouts: Timeouts,
 ) -> Result<Reply, ClientError> {
     let exchange = async {
@@ -201,9 +259,16 @@ async fn request<F: serde::Serialize>(
             .await
             .map_err(|e| stream_error(connection, e))
     };
-    tokio::time::timeout(timeouts.answer, exchange)
+    let reply = tokio::time::timeout(timeouts.answer, exchange)
         .await
-        .map_err(|_| ClientError::Timeout("the server".into()))?
+        .map_err(|_| ClientError::Timeout("the server".into()))??;
+    if reply.since() > version {
+        return Err(protocol_violation(
+            connection,
+            format!("a reply that protocol {version} does not have: {reply:?}"),
+        ));
+    }
+    Ok(reply)
 }
 
 fn disconnected(error: quinn::ConnectionError) -> ClientError {

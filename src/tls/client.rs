@@ -1,5 +1,6 @@
-//! The client's rustls + quinn config: TLS 1.3 only, ALPN `quic-chat/1`,
-//! trusting only the CA certificates it is given.
+//! The client's rustls + quinn config: TLS 1.3 only, the ALPN list of
+//! [`Version::SUPPORTED`], trusting only the CA certificates it is given, and
+//! presenting this device's certificate when it has an identity.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -7,12 +8,19 @@ use std::sync::Arc;
 use quinn::crypto::rustls::QuicClientConfig;
 
 use super::provider::provider;
-use super::{read_chain, TlsError};
-use crate::protocol::ALPN;
+use super::{read_chain, ClientIdentity, TlsError};
+use crate::protocol::Version;
 
 /// The rustls + quinn client crypto trusting only the CA certificates in
-/// `ca_file`; with `resume`, TLS sessions are resumed on reconnects.
-pub fn client_crypto(ca_file: &Path, resume: bool) -> Result<Arc<QuicClientConfig>, TlsError> {
+/// `ca_file`; with `resume`, TLS sessions are resumed on reconnects; with an
+/// `identity`, its certificate is sent when the server asks for one (`None`
+/// is a guest: no certificate at all). Sessions are cached per config, so
+/// one config (one identity) never resumes another identity's session.
+pub fn client_crypto(
+    ca_file: &Path,
+    resume: bool,
+    identity: Option<&ClientIdentity>,
+) -> Result<Arc<QuicClientConfig>, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in read_chain(ca_file)? {
         roots.add(cert).map_err(|e| TlsError::BadPem {
@@ -20,11 +28,16 @@ pub fn client_crypto(ca_file: &Path, resume: bool) -> Result<Arc<QuicClientConfi
             what: format!("not a usable CA certificate ({e})"),
         })?;
     }
-    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![ALPN.to_vec()];
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        Some(identity) => {
+            builder.with_client_auth_cert(vec![identity.cert.clone()], identity.key.clone_key())?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = Version::alpn_list();
     config.key_log = Arc::new(rustls::KeyLogFile::new());
     if !resume {
         config.resumption = rustls::client::Resumption::disabled();

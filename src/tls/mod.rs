@@ -1,12 +1,16 @@
 //! Certificates and TLS: the CA and server certificate made with rcgen (loaded
-//! when present, created otherwise, keys owner-only), and the rustls configs
-//! both sides use, with ALPN `quic-chat/1` and `SSLKEYLOGFILE` support.
+//! when present, created otherwise, keys owner-only), a device's own key and
+//! self-signed client certificate, and the rustls configs both sides use, with
+//! the ALPN list of [`Version::SUPPORTED`](crate::protocol::Version::SUPPORTED)
+//! and `SSLKEYLOGFILE` support.
 //!
 //! - [`certs`]: the server's certificate files: [`CertSource`], [`ServerIdentity`],
 //!   PEM reading and owner-only writing.
 //! - `provider`: the one rustls crypto provider both sides use.
 //! - [`server`]: the server's rustls config, its session tickets and [`TlsStats`].
 //! - [`client`]: the client's rustls config.
+//! - [`identity`]: this device's key and certificate ([`ClientIdentity`]),
+//!   and device fingerprints of certificates and of a connection's peer.
 
 use std::path::PathBuf;
 
@@ -21,8 +25,11 @@ pub use certs::{
     CA_KEY_FILE, SERVER_CERT_FILE, SERVER_KEY_FILE,
 };
 pub use client::client_crypto;
-pub use identity::{fingerprint_of_cert, peer_fingerprint};
-pub use server::{server_crypto, TlsStats};
+pub use identity::{
+    default_identity_dir, fingerprint_of_cert, peer_fingerprint, ClientIdentity,
+    IDENTITY_CERT_FILE, IDENTITY_KEY_FILE,
+};
+pub use server::{server_crypto, SelfSignedClients, TlsStats};
 
 /// Why certificates or TLS configuration could not be set up.
 ///
@@ -48,6 +55,20 @@ pub enum TlsError {
         /// What is wrong with it.
         what: String,
     },
+    /// A private key file that other users can read or write.
+    #[error(
+        "{path} is accessible by other users (mode {mode:03o}); a private key must be \
+         owner-only: run chmod 600 {path}"
+    )]
+    KeyNotPrivate {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// Neither `XDG_CONFIG_HOME` nor `HOME` says where the identity lives.
+    #[error("no directory for this device's identity: set HOME, or pass --identity DIR")]
+    NoIdentityDir,
     /// rcgen failed to make a certificate.
     #[error("could not generate a certificate")]
     Generate(#[from] rcgen::Error),

@@ -1,15 +1,103 @@
-//! The server's rustls + quinn config: TLS 1.3 only, ALPN `quic-chat/1`,
-//! stateless session tickets counted in [`TlsStats`], no client certificates
-//! (yet), and no 0-RTT.
+//! The server's rustls + quinn config: TLS 1.3 only, ALPN from
+//! [`Version::SUPPORTED`] (in its order of preference), optional self-signed
+//! client certificates checked by [`SelfSignedClients`], stateless session
+//! tickets counted in [`TlsStats`], and no 0-RTT.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use quinn::crypto::rustls::QuicServerConfig;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use super::provider::provider;
 use super::{ServerIdentity, TlsError};
-use crate::protocol::ALPN;
+use crate::protocol::Version;
+
+/// The server's client-certificate policy (protocol v2, Transport): ask every
+/// full handshake for a certificate, make it optional (a client without one
+/// is a guest, and v1 clients send none), and check only that the client
+/// holds the key of the one self-signed certificate it sends: no chain, no
+/// validity dates, no names. Which account a key may use is decided at Hello,
+/// not here.
+#[derive(Debug)]
+pub struct SelfSignedClients {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl SelfSignedClients {
+    /// A verifier checking signatures with `provider`'s algorithms.
+    pub fn new(provider: &CryptoProvider) -> Self {
+        SelfSignedClients {
+            algorithms: provider.signature_verification_algorithms,
+        }
+    }
+}
+
+impl ClientCertVerifier for SelfSignedClients {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    /// No certificate-authority names: a client sends whatever certificate it has.
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    /// Parse the certificate, nothing more. A chain is refused: the contract
+    /// says a client sends exactly one self-signed certificate, and only the
+    /// first one's key would count, so extra certificates are a client bug
+    /// better reported at once than carried (and stored in every session
+    /// ticket) unread.
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        rustls::server::ParsedCertificate::try_from(end_entity)?;
+        if !intermediates.is_empty() {
+            return Err(rustls::Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            ));
+        }
+        Ok(ClientCertVerified::assertion())
+    }
+
+    /// QUIC is TLS 1.3 only; this is never called.
+    fn verify_tls12_signature(
+        &self,
+        _message: &[u8],
+        _cert: &CertificateDer<'_>,
+        _dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
+    }
+
+    /// The proof of possession: the CertificateVerify signature must verify
+    /// with the certificate's public key.
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
 
 /// TLS counters of a running server.
 #[derive(Debug, Default)]
@@ -53,14 +141,21 @@ fn rustls_config(
     identity: ServerIdentity,
     stats: Arc<TlsStats>,
 ) -> Result<rustls::ServerConfig, TlsError> {
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+    let provider = provider();
+    let verifier = Arc::new(SelfSignedClients::new(&provider));
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth()
+        .with_client_cert_verifier(verifier)
         .with_single_cert(identity.chain, identity.key)?;
-    config.alpn_protocols = vec![ALPN.to_vec()];
+    // rustls picks the first of its own list that the client offers, so a
+    // client offering every version gets the most preferred.
+    config.alpn_protocols = Version::alpn_list();
     config.key_log = Arc::new(rustls::KeyLogFile::new());
     // Stateless session tickets: returning clients resume without a full
-    // handshake, and the server keeps no per-client session state.
+    // handshake, and the server keeps no per-client session state. A ticket
+    // carries the client's certificate, so a resumed connection has the
+    // peer identity of the full handshake it continues (tested in
+    // tests/it/identity.rs); nothing else shares this ticketer.
     config.ticketer = Arc::new(CountingTicketer {
         inner: rustls::crypto::ring::Ticketer::new()?,
         stats,
@@ -75,8 +170,9 @@ fn rustls_config(
     Ok(config)
 }
 
-/// The rustls + quinn server crypto for `identity`: TLS 1.3 only, ALPN
-/// `quic-chat/1`; resumption is counted in `stats`.
+/// The rustls + quinn server crypto for `identity`: TLS 1.3 only, the ALPN
+/// list of [`Version::SUPPORTED`], optional client certificates
+/// ([`SelfSignedClients`]); resumption is counted in `stats`.
 pub fn server_crypto(
     identity: ServerIdentity,
     stats: Arc<TlsStats>,
@@ -96,6 +192,39 @@ mod tests {
         let config = rustls_config(identity, Arc::default()).unwrap();
         // rustls' default; quinn's `with_single_cert` would make it u32::MAX.
         assert_eq!(config.max_early_data_size, 0, "0-RTT must stay off");
-        assert_eq!(config.alpn_protocols, vec![ALPN.to_vec()]);
+        assert_eq!(config.alpn_protocols, Version::alpn_list());
+    }
+
+    #[test]
+    fn the_verifier_parses_and_checks_no_chain() {
+        use rustls::pki_types::UnixTime;
+        let verifier = SelfSignedClients::new(&provider());
+        assert!(verifier.offer_client_auth() && !verifier.client_auth_mandatory());
+        assert!(verifier.root_hint_subjects().is_empty());
+        assert!(verifier
+            .supported_verify_schemes()
+            .contains(&SignatureScheme::ECDSA_NISTP256_SHA256));
+        let dir = tempfile::tempdir().unwrap();
+        let identity = super::super::ClientIdentity::load_or_create(dir.path()).unwrap();
+        // Long expired by this date, or not yet valid: dates are not checked.
+        for now in [
+            UnixTime::since_unix_epoch(std::time::Duration::ZERO),
+            UnixTime::now(),
+        ] {
+            assert!(verifier
+                .verify_client_cert(&identity.cert, &[], now)
+                .is_ok());
+        }
+        let garbage = CertificateDer::from(vec![0x30, 0x03, 1, 2, 3]);
+        assert!(verifier
+            .verify_client_cert(&garbage, &[], UnixTime::now())
+            .is_err());
+        let chain = [identity.cert.clone()];
+        assert!(
+            verifier
+                .verify_client_cert(&identity.cert, &chain, UnixTime::now())
+                .is_err(),
+            "one certificate, no chain"
+        );
     }
 }

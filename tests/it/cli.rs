@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::harness::process::{
-    connect, output_within, start_server, start_server_with_env, BIN, WAIT,
+    connect, output_within, start_server, start_server_with_env, welcome_of, BIN, WAIT,
 };
 
 #[test]
@@ -18,7 +18,7 @@ fn two_clients_chat_then_the_operator_shuts_down() {
     );
 
     let mut alice = connect(dir.path(), port, &ca, "alice");
-    let welcome = alice.line();
+    let welcome = welcome_of(&alice);
     assert!(
         welcome.contains("quic-chat") && welcome.contains("1 user(s) online"),
         "{welcome}"
@@ -28,7 +28,7 @@ fn two_clients_chat_then_the_operator_shuts_down() {
     );
 
     let mut bob = connect(dir.path(), port, &ca, "bob");
-    assert!(bob.line().contains("2 user(s) online"));
+    assert!(welcome_of(&bob).contains("2 user(s) online"));
 
     alice.type_line("send bob hello   world ");
     assert_eq!(bob.line(), "alice: hello   world ");
@@ -58,9 +58,9 @@ fn end_of_input_leaves_like_exit_and_delivers_what_was_sent() {
     let dir = tempfile::tempdir().unwrap();
     let (mut server, port, ca) = start_server(dir.path(), Stdio::piped());
     let mut bob = connect(dir.path(), port, &ca, "bob");
-    bob.line();
+    welcome_of(&bob);
     let mut alice = connect(dir.path(), port, &ca, "alice");
-    alice.line();
+    welcome_of(&alice);
     // Typed and closed at once: the message must still arrive before alice leaves.
     alice.type_line("send bob last words");
     alice.close_stdin();
@@ -83,7 +83,7 @@ fn the_server_keeps_running_without_stdin_and_stops_on_sigterm() {
     let (mut server, port, ca) = start_server(dir.path(), Stdio::null());
     // stdin is at EOF from the start; the server must still serve.
     let mut alice = connect(dir.path(), port, &ca, "alice");
-    assert!(alice.line().contains("Welcome"));
+    assert!(welcome_of(&alice).contains("Welcome"));
     let pid = server.child.id().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(killed.success());
@@ -97,7 +97,7 @@ fn a_taken_name_is_one_line_on_stderr_and_a_failure_exit() {
     let dir = tempfile::tempdir().unwrap();
     let (_server, port, ca) = start_server(dir.path(), Stdio::piped());
     let alice = connect(dir.path(), port, &ca, "alice");
-    alice.line();
+    welcome_of(&alice);
     let mut again = connect(dir.path(), port, &ca, "ALICE");
     let status = again.exit();
     assert!(!status.success());
@@ -144,6 +144,7 @@ fn a_missing_ca_file_is_one_line_naming_the_cause_once() {
         Command::new(BIN)
             .args(["connect", "127.0.0.1:1", "alice", "--ca"])
             .arg(&missing)
+            .env("XDG_CONFIG_HOME", dir.path().join("config"))
             .env_remove("RUST_LOG")
             .env_remove("SSLKEYLOGFILE"),
         WAIT,

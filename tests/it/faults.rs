@@ -92,7 +92,7 @@ async fn a_recipient_killed_mid_deliveries_leaves_senders_answered_and_frees_its
     let dir = tempfile::tempdir().unwrap();
     let ca = server.ca.to_str().unwrap().to_owned();
     let mut victim = process::connect(dir.path(), server.addr.port(), &ca, "victim");
-    let welcome = block_in_place(|| victim.line());
+    let welcome = block_in_place(|| process::welcome_of(&victim));
     assert!(welcome.contains("Welcome"), "{welcome}");
     let (alice, _) = Client::connect(&lively(&server, "alice")).await.unwrap();
     let alice = Arc::new(alice);

@@ -8,6 +8,7 @@ mod codec_props;
 mod faults;
 mod handshake;
 mod harness;
+mod identity;
 mod json;
 mod limits;
 mod messaging;

@@ -29,6 +29,7 @@ fn spawn_client(server: &TestServer, name: &str, state: &std::path::Path) -> Pty
         .args(["connect", &server.addr.to_string(), name, "--ca"])
         .arg(&server.ca)
         .env("XDG_STATE_HOME", state)
+        .env("XDG_CONFIG_HOME", state.join("config"))
         .env("NO_COLOR", "1")
         .env("TERM", "xterm")
         .env("RUST_LOG", "warn")

@@ -91,6 +91,7 @@ async fn hostile_bodies_print_as_one_harmless_line_each() {
     let mut bob = Command::new(BIN)
         .args(["connect", &format!("127.0.0.1:{port}"), "bob", "--ca", &ca])
         .current_dir(dir.path())
+        .env("XDG_CONFIG_HOME", dir.path().join("config"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -99,6 +100,8 @@ async fn hostile_bodies_print_as_one_harmless_line_each() {
     let _bob_stdin = bob.stdin.take();
     let bob_out = raw_lines(bob.stdout.take().unwrap());
     assert!(safe_line(&bob_out).starts_with("Welcome"));
+    let account = safe_line(&bob_out);
+    assert!(process::is_account_line(&account), "{account:?}");
 
     let config = ClientConfig::new(format!("127.0.0.1:{port}"), "alice", dir.path().join(&ca));
     let (alice, _) = within(SCENARIO, "connect", Client::connect(&config))

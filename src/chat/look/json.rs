@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::chat::command::{self, Command};
-use crate::chat::event::Event;
+use crate::chat::command::{self, Command, DevicesCommand};
+use crate::chat::event::{account_name, device_fingerprint, Event, REPLACED_LINE};
 use crate::protocol::Status;
 
 /// One output line.
@@ -16,6 +16,7 @@ enum JsonEvent<'a> {
         server: &'a str,
         online: u32,
         username: &'a str,
+        account: &'static str,
     },
     Message {
         id: u64,
@@ -31,6 +32,9 @@ enum JsonEvent<'a> {
     Users {
         names: &'a [String],
     },
+    Devices {
+        devices: Vec<JsonDevice<'a>>,
+    },
     Help {
         text: &'a str,
     },
@@ -38,14 +42,48 @@ enum JsonEvent<'a> {
         message: String,
     },
     Shutdown {},
+    Replaced {
+        message: &'static str,
+    },
+}
+
+/// One device in a `devices` event.
+#[derive(Serialize)]
+struct JsonDevice<'a> {
+    fingerprint: String,
+    label: &'a str,
+    added_ms: u64,
+    last_seen_ms: u64,
+    current: bool,
+}
+
+/// What a JSON `devices` command does.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+enum DevicesOp {
+    #[default]
+    List,
+    Add,
+    Remove,
 }
 
 /// One JSON input line.
 #[derive(Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 enum JsonCommand {
-    Send { to: String, body: String },
+    Send {
+        to: String,
+        body: String,
+    },
     Users,
+    Devices {
+        #[serde(default)]
+        op: DevicesOp,
+        #[serde(default)]
+        fingerprint: String,
+        #[serde(default)]
+        label: String,
+    },
     Help,
     Exit,
 }
@@ -62,10 +100,12 @@ pub(super) fn event(event: &Event<'_>) -> String {
             server,
             online,
             username,
+            account,
         } => JsonEvent::Welcome {
             server,
             online: *online,
             username,
+            account: account_name(*account),
         },
         Event::Message(message) => JsonEvent::Message {
             id: message.id,
@@ -85,6 +125,21 @@ pub(super) fn event(event: &Event<'_>) -> String {
         Event::UsersFailed(error) => JsonEvent::Error {
             message: format!("cannot list users: {error}"),
         },
+        Event::Devices(devices) => JsonEvent::Devices {
+            devices: devices
+                .iter()
+                .map(|device| JsonDevice {
+                    fingerprint: device_fingerprint(device),
+                    label: &device.label,
+                    added_ms: device.added_ms,
+                    last_seen_ms: device.last_seen_ms,
+                    current: device.current,
+                })
+                .collect(),
+        },
+        Event::DevicesFailed(why) => JsonEvent::Error {
+            message: format!("devices: {why}"),
+        },
         Event::Help => JsonEvent::Help {
             text: command::help(),
         },
@@ -92,6 +147,9 @@ pub(super) fn event(event: &Event<'_>) -> String {
             message: (*hint).to_owned(),
         },
         Event::Shutdown => JsonEvent::Shutdown {},
+        Event::Replaced => JsonEvent::Replaced {
+            message: REPLACED_LINE,
+        },
     };
     // Serialising these plain structs cannot fail; fall back to a fixed line anyway.
     let line = serde_json::to_string(&json)
@@ -131,6 +189,23 @@ pub(super) fn parse_input(line: &str) -> Command {
         }
         Ok(JsonCommand::Send { to, body }) => Command::Send { to, body },
         Ok(JsonCommand::Users) => Command::Users,
+        Ok(JsonCommand::Devices {
+            op,
+            fingerprint,
+            label,
+        }) => match op {
+            DevicesOp::List => Command::Devices(DevicesCommand::List),
+            DevicesOp::Add => match command::devices_add(&fingerprint, &label) {
+                Ok(add) => Command::Devices(add),
+                Err(hint) => Command::Invalid(hint),
+            },
+            DevicesOp::Remove if fingerprint.trim().is_empty() => Command::Invalid(
+                "usage: {\"cmd\":\"devices\",\"op\":\"remove\",\"fingerprint\":START}".into(),
+            ),
+            DevicesOp::Remove => Command::Devices(DevicesCommand::Remove {
+                prefix: fingerprint.trim().to_owned(),
+            }),
+        },
         Ok(JsonCommand::Help) => Command::Help,
         Ok(JsonCommand::Exit) => Command::Exit,
         Err(e) => Command::Invalid(format!("not a JSON command: {e}")),
@@ -155,10 +230,39 @@ mod tests {
             server: "quic-chat 0.1.0",
             online: 2,
             username: "bob",
+            account: None,
         };
         assert_eq!(
             parsed(&welcome),
-            json!({"event":"welcome","server":"quic-chat 0.1.0","online":2,"username":"bob"})
+            json!({"event":"welcome","server":"quic-chat 0.1.0","online":2,"username":"bob","account":"guest"})
+        );
+        for (account, name) in [
+            (crate::protocol::Account::Registered, "registered"),
+            (crate::protocol::Account::Returning, "returning"),
+            (crate::protocol::Account::Guest, "guest"),
+        ] {
+            let welcome = Event::Welcome {
+                server: "s",
+                online: 1,
+                username: "bob",
+                account: Some(account),
+            };
+            assert_eq!(parsed(&welcome)["account"], name);
+        }
+        let devices = [crate::protocol::Device {
+            fingerprint: vec![0xfb; 32],
+            label: "first device".into(),
+            added_ms: 5,
+            last_seen_ms: 0,
+            current: true,
+        }];
+        assert_eq!(
+            parsed(&Event::Devices(&devices)),
+            json!({"event":"devices","devices":[{"fingerprint":crate::protocol::Fingerprint::new([0xfb; 32]).to_string(),"label":"first device","added_ms":5,"last_seen_ms":0,"current":true}]})
+        );
+        assert_eq!(
+            parsed(&Event::Replaced),
+            json!({"event":"replaced","message":"signed in elsewhere"})
         );
         let message = Message {
             id: 3,
@@ -236,7 +340,30 @@ mod tests {
             }
         );
         assert_eq!(parse_input("EXIT"), Command::Exit);
+        let fingerprint = crate::protocol::Fingerprint::new([0xfb; 32]);
+        assert_eq!(
+            parse_input(r#"{"cmd":"devices"}"#),
+            Command::Devices(DevicesCommand::List)
+        );
+        assert_eq!(
+            parse_input(&format!(
+                r#"{{"cmd":"devices","op":"add","fingerprint":"{fingerprint}","label":"phone"}}"#
+            )),
+            Command::Devices(DevicesCommand::Add {
+                fingerprint,
+                label: "phone".into()
+            })
+        );
+        assert_eq!(
+            parse_input(r#"{"cmd":"devices","op":"remove","fingerprint":"SHA256:+/v"}"#),
+            Command::Devices(DevicesCommand::Remove {
+                prefix: "SHA256:+/v".into()
+            })
+        );
         for bad in [
+            r#"{"cmd":"devices","op":"add","fingerprint":"SHA256:x","label":"phone"}"#,
+            r#"{"cmd":"devices","op":"remove"}"#,
+            r#"{"cmd":"devices","op":"rename"}"#,
             r#"{"cmd":"dance"}"#,
             r#"{"cmd":"send","to":"bob"}"#,
             r#"{"cmd":"send","to":"","body":"x"}"#,

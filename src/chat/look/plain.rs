@@ -1,7 +1,9 @@
 //! The plain look: the lines the line client has always printed.
 
 use crate::chat::command;
-use crate::chat::event::{status_line, welcome_line, Event, SHUTDOWN_LINE};
+use crate::chat::event::{
+    account_line, device_lines, status_line, welcome_line, Event, REPLACED_LINE, SHUTDOWN_LINE,
+};
 use crate::chat::sanitize::sanitize;
 
 /// The plain line for `event`; `None` shows nothing.
@@ -11,7 +13,12 @@ pub(super) fn format(event: &Event<'_>) -> Option<String> {
             server,
             online,
             username,
-        } => welcome_line(server, *online, username),
+            account,
+        } => format!(
+            "{}\n{}",
+            welcome_line(server, *online, username),
+            account_line(*account, username)
+        ),
         Event::Message(message) => {
             format!("{}: {}", sanitize(&message.from), sanitize(&message.body))
         }
@@ -30,9 +37,12 @@ pub(super) fn format(event: &Event<'_>) -> Option<String> {
         Event::UsersFailed(error) => {
             format!("cannot list users: {}", sanitize(&error.to_string()))
         }
+        Event::Devices(devices) => device_lines(devices, time::UtcOffset::UTC, " UTC"),
+        Event::DevicesFailed(why) => format!("devices: {}", sanitize(why)),
         Event::Help => command::help().to_owned(),
         Event::Invalid(hint) => sanitize(hint).into_owned(),
         Event::Shutdown => SHUTDOWN_LINE.to_owned(),
+        Event::Replaced => REPLACED_LINE.to_owned(),
     })
 }
 
@@ -54,11 +64,31 @@ mod tests {
             format(&Event::Welcome {
                 server: "quic-chat 0.1.0",
                 online: 2,
-                username: "bob"
+                username: "bob",
+                account: None,
             }),
             Some(
-                "Welcome to quic-chat 0.1.0, bob! 2 user(s) online. Type help for commands.".into()
+                "Welcome to quic-chat 0.1.0, bob! 2 user(s) online. Type help for commands.\nguest"
+                    .into()
             )
+        );
+        let welcome = |account| {
+            format(&Event::Welcome {
+                server: "s",
+                online: 1,
+                username: "bob",
+                account: Some(account),
+            })
+            .unwrap()
+        };
+        use crate::protocol::Account;
+        assert!(welcome(Account::Registered).ends_with("commands.\nregistered as bob"));
+        assert!(welcome(Account::Returning).ends_with("commands.\nwelcome back, bob"));
+        assert!(welcome(Account::Guest).ends_with("commands.\nguest"));
+        assert_eq!(format(&Event::Replaced), Some("signed in elsewhere".into()));
+        assert_eq!(
+            format(&Event::DevicesFailed("guests have no\x1b devices")),
+            Some("devices: guests have no^[ devices".into())
         );
         assert_eq!(
             format(&Event::Message(&message)),

@@ -6,7 +6,9 @@ use anstyle::{AnsiColor, Color, Style};
 use time::{OffsetDateTime, UtcOffset};
 
 use crate::chat::command;
-use crate::chat::event::{status_line, welcome_line, Event, SHUTDOWN_LINE};
+use crate::chat::event::{
+    account_line, device_lines, status_line, welcome_line, Event, REPLACED_LINE, SHUTDOWN_LINE,
+};
 use crate::chat::sanitize::sanitize;
 use crate::protocol::Status;
 
@@ -60,7 +62,12 @@ impl Pretty {
                 server,
                 online,
                 username,
-            } => self.paint(BOLD, &welcome_line(server, *online, username)),
+                account,
+            } => format!(
+                "{}\n{}",
+                self.paint(BOLD, &welcome_line(server, *online, username)),
+                account_line(*account, username)
+            ),
             Event::Message(message) => format!(
                 "{} {}: {}",
                 self.time(message.sent_at_ms),
@@ -91,9 +98,12 @@ impl Pretty {
                 FAIL,
                 &format!("✗ cannot list users: {}", sanitize(&error.to_string())),
             ),
+            Event::Devices(devices) => device_lines(devices, self.offset, ""),
+            Event::DevicesFailed(why) => self.paint(FAIL, &format!("✗ devices: {}", sanitize(why))),
             Event::Help => command::help().to_owned(),
             Event::Invalid(hint) => self.paint(WARN, &sanitize(hint)),
             Event::Shutdown => self.paint(BOLD, SHUTDOWN_LINE),
+            Event::Replaced => self.paint(FAIL, REPLACED_LINE),
         })
     }
 
@@ -233,9 +243,47 @@ mod tests {
     }
 
     #[test]
+    fn account_states_and_replaced_have_their_lines() {
+        use crate::protocol::Account;
+        let welcome = |account| {
+            plain()
+                .format(
+                    &Event::Welcome {
+                        server: "quic-chat 0.1.0",
+                        online: 1,
+                        username: "alice",
+                        account,
+                    },
+                    0,
+                )
+                .unwrap()
+        };
+        let first = "Welcome to quic-chat 0.1.0, alice! 1 user(s) online. Type help for commands.";
+        assert_eq!(
+            welcome(Some(Account::Registered)),
+            format!("{first}\nregistered as alice")
+        );
+        assert_eq!(
+            welcome(Some(Account::Returning)),
+            format!("{first}\nwelcome back, alice")
+        );
+        assert_eq!(welcome(Some(Account::Guest)), format!("{first}\nguest"));
+        assert_eq!(welcome(None), format!("{first}\nguest"));
+        assert_eq!(
+            plain().format(&Event::Replaced, 0).unwrap(),
+            "signed in elsewhere"
+        );
+        let coloured = Pretty::new(true, UtcOffset::UTC);
+        assert!(coloured
+            .format(&Event::Replaced, 0)
+            .unwrap()
+            .contains("signed in elsewhere"));
+    }
+
+    #[test]
     fn help_lists_every_command() {
         let help = plain().format(&Event::Help, 0).unwrap();
-        for command in ["send", "users", "help", "EXIT"] {
+        for command in ["send", "users", "devices", "help", "EXIT"] {
             assert!(
                 help.lines().any(|l| l.trim_start().starts_with(command)),
                 "{command}"

@@ -51,6 +51,8 @@ impl Proc {
             .current_dir(dir)
             .env("RUST_LOG", "info")
             .env_remove("SSLKEYLOGFILE")
+            // A client's identity is made in the test's directory, never in $HOME.
+            .env("XDG_CONFIG_HOME", dir.join("config"))
             .envs(env.iter().copied())
             .stdin(stdin)
             .stdout(Stdio::piped())
@@ -192,13 +194,37 @@ pub(crate) fn start_server_with(
     (server, port, ca)
 }
 
-/// Start `quic-chat connect 127.0.0.1:PORT NAME --ca CA` in `dir`, with stdin piped.
+/// Start `quic-chat connect 127.0.0.1:PORT NAME --ca CA` in `dir`, with stdin
+/// piped (and its identity in `dir/config/quic-chat`).
 pub(crate) fn connect(dir: &Path, port: u16, ca: &str, name: &str) -> Proc {
-    Proc::spawn(
-        &["connect", &format!("127.0.0.1:{port}"), name, "--ca", ca],
-        dir,
-        Stdio::piped(),
-    )
+    connect_with(dir, port, ca, name, &[])
+}
+
+/// [`connect`] with extra arguments (`--guest`, `--identity DIR`, `--json`).
+pub(crate) fn connect_with(dir: &Path, port: u16, ca: &str, name: &str, extra: &[&str]) -> Proc {
+    let server = format!("127.0.0.1:{port}");
+    let mut args = vec!["connect", &server, name, "--ca", ca];
+    args.extend_from_slice(extra);
+    Proc::spawn(&args, dir, Stdio::piped())
+}
+
+/// The welcome a plain client prints: the welcome line, then the account
+/// state (`guest` on a v1 server; a client with an identity is registered
+/// on a v2 one). Returns the welcome line.
+pub(crate) fn welcome_of(client: &Proc) -> String {
+    let welcome = client.line();
+    assert!(welcome.starts_with("Welcome to "), "{welcome}");
+    let account = client.line();
+    assert!(
+        is_account_line(&account),
+        "the account line after {welcome:?}: {account:?}"
+    );
+    welcome
+}
+
+/// Whether `line` is one of the account states the chat prints after its welcome.
+pub(crate) fn is_account_line(line: &str) -> bool {
+    line == "guest" || line.starts_with("registered as ") || line.starts_with("welcome back, ")
 }
 
 /// Run `command` to completion with its output captured, at most `limit`: a
