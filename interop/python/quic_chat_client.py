@@ -955,6 +955,12 @@ class ChatClient:
         return ALPN_VERSIONS.get(self._protocol.alpn, 1)
 
     @property
+    def certificate_request(self):
+        """The TLS CertificateRequest the server sent in this handshake (an
+        aioquic CertificateRequest: signature_algorithms, other_extensions), or None."""
+        return getattr(self._protocol._quic.tls, "_certificate_request", None)
+
+    @property
     def session_resumed(self) -> bool:
         return self._protocol.session_resumed
 
