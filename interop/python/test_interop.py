@@ -50,7 +50,6 @@ from quic_chat_client import (  # noqa: E402
     ConnectionClosed,
     Decoder,
     DecodeError,
-    Deliver,
     Device,
     DeviceList,
     Devices,
