@@ -789,6 +789,24 @@ async def v2_refused(srv: Server, name, ident, reason: RefuseReason, protocol: i
         await c.close()
 
 
+async def wait_gone(srv: Server, name: str, timeout: float = 5.0) -> None:
+    """After a guest closed its connection, wait (bounded) until the server
+    no longer lists its name: the server learns of the close asynchronously,
+    and a Hello for the name that arrives first is rightly NameTaken. Polls
+    ListUsers from a watcher guest."""
+    w = await srv.client(alpn=V2_ONLY)
+    try:
+        _, r = await v2_hello_raw(w, f"watcher{os.getpid() % 1000}x{int(time.time() * 1000) % 10**6}")
+        expect(isinstance(r, Session), f"the watcher's Hello got {r!r}")
+        deadline = time.monotonic() + timeout
+        while name.lower() in [n.lower() for n in await bounded(w.list_users(), "Users")]:
+            if time.monotonic() > deadline:
+                raise CheckFailed(f"{name!r} is still listed {timeout:g}s after its connection closed")
+            await asyncio.sleep(0.02)
+    finally:
+        await w.close()
+
+
 async def dev_ok(c: ChatClient, op, what: str) -> DeviceList:
     frame = encode_request(Devices(op))
     raw = await bounded(c.request_raw(frame), f"the reply to {what}")
@@ -1079,6 +1097,7 @@ async def _v2_guests(srv: Server):
                          what="v1 Hello for a connected guest's name")
     finally:
         await g.close()
+    await wait_gone(srv, "gus")
     # a guest cannot take a registered name
     await v2_refused(srv, "erin", None, RefuseReason.KeyMismatch, what="guest, registered name")
     # v1: NameTaken, with a detail that says the name is registered; the owner's
@@ -1099,6 +1118,7 @@ async def _v2_guests(srv: Server):
         expect(isinstance(r, Welcome), f"v1 Hello got {r!r}, want Welcome")
     finally:
         await c.close()
+    await wait_gone(srv, "v1user")
     c, _ = await v2_session(srv, "v1user", None, Account.Guest, "the v1 user registered nothing")
     await c.close()
     return f"Session bytes (Guest) {guest_bytes}; v1 detail {r.detail!r}" if isinstance(r, Refused) \
@@ -1550,8 +1570,10 @@ async def _v2_off(srv: Server):
     finally:
         await c.close()
     # nothing was registered: another key, and no key, take the name as guests
+    await wait_gone(srv, "zed")
     c, _ = await v2_session(srv, "zed", Identity(), Account.Guest, "another key after zed left")
     await c.close()
+    await wait_gone(srv, "zed")
     c, _ = await v2_session(srv, "zed", None, Account.Guest, "no key after zed left")
     await c.close()
 
