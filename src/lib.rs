@@ -5,6 +5,7 @@
 //! - `transport` (internal): UDP sockets sized for QUIC bursts, and both sides' QUIC settings.
 //! - [`tls`]: the CA and server certificates, and the rustls configs of both sides.
 //! - [`clock`]: the wall clock in Unix milliseconds.
+//! - `store` (internal): the server's durable database (redb): accounts, schema version, boot epoch.
 //! - [`server`]: the chat server: accept loop, Hello, sessions, the Send router,
 //!   presence, mailboxes, delivery, console.
 //! - [`client`]: the client library: connect, send, list users, incoming events, typed errors.
@@ -22,5 +23,10 @@ pub mod clock;
 pub mod protocol;
 pub mod server;
 mod stdin;
+#[cfg_attr(
+    not(test),
+    expect(dead_code, reason = "the server does not open the store yet")
+)]
+mod store;
 pub mod tls;
 mod transport;

@@ -1,0 +1,85 @@
+//! The database's tables, its schema version and its boot epoch.
+//!
+//! | table | key | value |
+//! | --- | --- | --- |
+//! | `meta` | `&str`: `schema_version`, `boot_epoch` | `u64` |
+//! | `accounts` | the lowercased name (`NameKey`) | an account record (`record.rs`) |
+//! | `devices` | the 32 fingerprint bytes | the owner's lowercased name |
+//!
+//! The schema version says which tables exist and what their bytes mean. A
+//! build refuses a database whose version is newer than its own (it would
+//! ignore tables it does not know, and, say, delete an account but keep its
+//! mail) and upgrades an older one in the transaction that opens it. The
+//! mailboxes of part 2 are new tables and the next version.
+
+use redb::{Database, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
+
+use super::StoreError;
+
+/// The schema version this build writes and understands.
+pub(crate) const SCHEMA_VERSION: u32 = 1;
+
+/// Small values that describe the database itself.
+pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Accounts by lowercased name.
+pub(crate) const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
+/// Which account each device fingerprint belongs to (its lowercased name).
+pub(crate) const DEVICES: TableDefinition<[u8; 32], &str> = TableDefinition::new("devices");
+
+/// The `meta` key of the schema version.
+pub(crate) const SCHEMA_VERSION_KEY: &str = "schema_version";
+/// The `meta` key of the boot epoch: how many times the database was opened.
+pub(crate) const BOOT_EPOCH_KEY: &str = "boot_epoch";
+
+/// Check the schema of a just-opened database (initialising a new one,
+/// upgrading an older one), create any missing table, and bump and commit
+/// the boot epoch. Returns the new epoch. On an error nothing is committed.
+pub(crate) fn prepare(db: &Database) -> Result<u32, StoreError> {
+    let txn = db.begin_write()?;
+    check_version(&txn)?;
+    let epoch = {
+        let mut meta = txn.open_table(META)?;
+        let previous = meta.get(BOOT_EPOCH_KEY)?.map(|v| v.value()).unwrap_or(0);
+        let epoch = previous
+            .checked_add(1)
+            .and_then(|epoch| u32::try_from(epoch).ok())
+            .ok_or_else(|| StoreError::Corrupt(format!("the boot epoch {previous} cannot grow")))?;
+        meta.insert(BOOT_EPOCH_KEY, u64::from(epoch))?;
+        epoch
+    };
+    // Opening a table in a write transaction creates it, so that readers
+    // always find every table.
+    txn.open_table(ACCOUNTS)?;
+    txn.open_table(DEVICES)?;
+    txn.commit()?;
+    Ok(epoch)
+}
+
+/// Refuse a newer schema, upgrade an older one, and mark a new database with
+/// this build's version.
+fn check_version(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let others: Vec<String> = txn
+        .list_tables()?
+        .map(|table| table.name().to_owned())
+        .filter(|name| name != META.name())
+        .collect();
+    let mut meta = txn.open_table(META)?;
+    let found = meta.get(SCHEMA_VERSION_KEY)?.map(|v| v.value());
+    match found {
+        None if others.is_empty() => {
+            meta.insert(SCHEMA_VERSION_KEY, u64::from(SCHEMA_VERSION))?;
+            Ok(())
+        }
+        None => Err(StoreError::Corrupt(format!(
+            "no schema version, but the tables {others:?}"
+        ))),
+        Some(0) => Err(StoreError::Corrupt("schema version 0".into())),
+        Some(found) if found > u64::from(SCHEMA_VERSION) => Err(StoreError::NewerSchema {
+            found: u32::try_from(found).unwrap_or(u32::MAX),
+            supported: SCHEMA_VERSION,
+        }),
+        // Version 1 is the first: nothing to upgrade yet. Part 2 adds
+        // `Some(1) => create the mailbox tables, then write version 2`.
+        Some(_) => Ok(()),
+    }
+}
