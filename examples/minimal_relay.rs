@@ -37,7 +37,7 @@ async fn main() -> anyhow::Result<()> {
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(identity.chain, identity.key)?;
-    crypto.alpn_protocols = vec![quic_chat::protocol::ALPN.to_vec()];
+    crypto.alpn_protocols = vec![Version::V1.alpn().to_vec()];
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(crypto)?;
     let config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     let endpoint = quinn::Endpoint::server(config, addr)?;

@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::bench::{BenchConfig, Workload};
 use crate::client::ClientConfig;
-use crate::server::{Limits, ServerConfig};
+use crate::server::{AccountsConfig, AccountsMode, Limits, ServerConfig};
 use crate::tls::{CertSource, ClientIdentity, TlsError};
 
 /// quic-chat: a self-hosted encrypted messenger over QUIC.
@@ -149,6 +149,29 @@ pub struct ServerArgs {
     /// Seconds a new connection has to register with a Hello (at most 10, the protocol's promise to clients).
     #[arg(long, value_name = "SECS", default_value_t = Limits::default().hello_timeout.as_secs_f64())]
     pub hello_timeout: f64,
+    /// Directory of the server's database: accounts and their devices (created
+    /// owner-only). One server at a time may use it.
+    #[arg(long, value_name = "DIR", default_value = "data")]
+    pub data_dir: PathBuf,
+    /// Who may hold a name: `open` registers a free name to the first device
+    /// key that asks (protocol v2); `closed` admits only accounts the operator
+    /// created on the console; `off` makes everyone a guest, as in protocol v1.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = AccountsArg::Open)]
+    pub accounts: AccountsArg,
+    /// Devices one account may have (at least 5).
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u16).range(5..))]
+    pub max_devices: u16,
+}
+
+/// `--accounts` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccountsArg {
+    /// Register a free name to the first device key that asks.
+    Open,
+    /// Admit only accounts the operator created.
+    Closed,
+    /// No accounts: everyone is a guest.
+    Off,
 }
 
 impl ServerArgs {
@@ -172,10 +195,20 @@ impl ServerArgs {
             hello_timeout: Duration::from_secs_f64(self.hello_timeout.clamp(0.1, 10.0)),
             ..Limits::default()
         };
+        let mode = match self.accounts {
+            AccountsArg::Open => AccountsMode::Open,
+            AccountsArg::Closed => AccountsMode::Closed,
+            AccountsArg::Off => AccountsMode::Off,
+        };
         ServerConfig {
             bind: (self.bind, self.port).into(),
             cert,
             limits,
+            accounts: AccountsConfig {
+                mode,
+                data_dir: self.data_dir,
+                max_devices: usize::from(self.max_devices),
+            },
         }
     }
 }

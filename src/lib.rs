@@ -23,10 +23,6 @@ pub mod clock;
 pub mod protocol;
 pub mod server;
 mod stdin;
-#[cfg_attr(
-    not(test),
-    expect(dead_code, reason = "the server does not open the store yet")
-)]
 mod store;
 pub mod tls;
 mod transport;

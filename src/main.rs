@@ -93,7 +93,11 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         }
         out.flush()?;
     }
-    console::spawn(shutdown.clone());
+    console::spawn(
+        shutdown.clone(),
+        server.operator(),
+        tokio::runtime::Handle::current(),
+    );
     server.run(shutdown).await;
     Ok(())
 }

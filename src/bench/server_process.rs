@@ -49,6 +49,8 @@ impl ServerProcess {
             .args(["server", "--port", "0", "--bind", "127.0.0.1"])
             .arg("--cert-dir")
             .arg(cert_dir.path())
+            .arg("--data-dir")
+            .arg(cert_dir.path().join("data"))
             .args(["--rate-limit", "0", "--max-connections-per-ip", "0"])
             .args(["--max-connections", "100000"])
             .args(extra_args)

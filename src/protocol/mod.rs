@@ -20,14 +20,6 @@ pub use frames::{
 pub use username::{NameKey, UsernameError};
 pub use version::Version;
 
-/// The protocol version this build speaks, sent in `Hello`.
-// Kept until every caller uses the negotiated [`Version`].
-pub const PROTOCOL_VERSION: u32 = Version::LATEST.number();
-
-/// The TLS ALPN identifier of protocol v1.
-// Kept until every caller uses [`Version::alpn`].
-pub const ALPN: &[u8] = Version::V1.alpn();
-
 /// The largest frame either side may send on one stream direction, in bytes.
 pub const MAX_FRAME_BYTES: usize = 73_728;
 

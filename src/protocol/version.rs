@@ -13,10 +13,10 @@ pub enum Version {
 impl Version {
     /// Every version this build speaks, in the server's order of preference
     /// (most preferred first); also the ALPN list a client offers.
-    pub const SUPPORTED: [Version; 1] = [Version::V1];
+    pub const SUPPORTED: [Version; 2] = [Version::V2, Version::V1];
 
     /// The newest version this build speaks.
-    pub const LATEST: Version = Version::V1;
+    pub const LATEST: Version = Version::V2;
 
     /// The number a Hello carries for this version.
     pub const fn number(self) -> u32 {

@@ -1,6 +1,7 @@
 //! The server's plain configuration, built by the CLI or directly by tests.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,6 +17,41 @@ pub struct ServerConfig {
     pub cert: CertSource,
     /// Protective limits.
     pub limits: Limits,
+    /// Accounts: who may register, and where the server keeps its data.
+    pub accounts: AccountsConfig,
+}
+
+/// Who may hold a name, and where accounts are kept.
+#[derive(Debug, Clone)]
+pub struct AccountsConfig {
+    /// Registration on first use, operator-made accounts only, or no accounts.
+    pub mode: AccountsMode,
+    /// The directory of the server's database (created owner-only).
+    pub data_dir: PathBuf,
+    /// Devices one account may have (at least 5, as the protocol requires).
+    pub max_devices: usize,
+}
+
+impl AccountsConfig {
+    /// Open registration, at most 5 devices per account, data in `data_dir`.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        AccountsConfig {
+            mode: AccountsMode::Open,
+            data_dir: data_dir.into(),
+            max_devices: 5,
+        }
+    }
+}
+
+/// Whether and how names are bound to device keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccountsMode {
+    /// A protocol-v2 client with a key registers a free name on first use.
+    Open,
+    /// Only accounts the operator created may connect; guests and v1 clients are refused.
+    Closed,
+    /// No accounts: every user is a guest, with v1's rules (certificates are ignored).
+    Off,
 }
 
 /// The server's protective limits. See docs/RELIABILITY.md for what happens when each is hit.

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tracing::debug;
 
+use super::accounts::{self, Admitted as Account, Principal};
 use super::admission::ConnectionSlot;
 use super::mailbox::Mailbox;
 use super::registry::{ClaimError, Registration};
@@ -16,6 +17,7 @@ use crate::protocol::codec::{decode_request, read_frame_bytes, write_reply};
 use crate::protocol::{
     CloseCode, FrameError, NameKey, RefuseReason, Reply, RequestRef, UsernameError, Version,
 };
+use crate::tls::peer_fingerprint;
 
 /// How long a `Refused` reply may wait for its acknowledgement before the close.
 const REFUSED_LINGER: Duration = Duration::from_secs(1);
@@ -28,6 +30,8 @@ pub(crate) struct Admitted {
     pub(crate) version: Version,
     /// The held name; dropping it frees the name.
     pub(crate) registration: Registration,
+    /// Who the connection is.
+    pub(crate) principal: Principal,
     /// The per-IP count of this connection, given back when it is dropped.
     pub(crate) _slot: ConnectionSlot,
 }
@@ -43,11 +47,16 @@ enum Refusal {
     NameTaken(String),
     /// The server holds as many users as it allows.
     ServerFull,
+    /// The accounts refuse the name to this connection.
+    Account {
+        name: String,
+        refusal: accounts::Refusal,
+    },
 }
 
 impl Refusal {
-    /// The wire reason and the human detail of this refusal.
-    fn reply(&self) -> (RefuseReason, String) {
+    /// The wire reason and the human detail of this refusal, in `version`'s words.
+    fn reply(&self, version: Version) -> (RefuseReason, String) {
         match self {
             Refusal::WrongProtocol { negotiated, asked } => (
                 RefuseReason::UnsupportedProtocol,
@@ -61,6 +70,33 @@ impl Refusal {
                 RefuseReason::ServerFull,
                 "the server is full; try again later".to_owned(),
             ),
+            Refusal::Account { name, refusal } => match refusal {
+                accounts::Refusal::KeyMismatch(detail) => (RefuseReason::KeyMismatch, detail.clone()),
+                // v1 has no KeyMismatch: a registered name is simply taken there.
+                accounts::Refusal::Registered if version == Version::V1 => (
+                    RefuseReason::NameTaken,
+                    format!("the name {name} is registered to an account"),
+                ),
+                accounts::Refusal::Registered => (
+                    RefuseReason::KeyMismatch,
+                    format!("the name {name} is registered; connect with one of its devices"),
+                ),
+                accounts::Refusal::GuestHolds => {
+                    (RefuseReason::NameTaken, format!("the name {name} is taken"))
+                }
+                accounts::Refusal::AccountRequired(detail) => {
+                    (RefuseReason::AccountRequired, detail.clone())
+                }
+                accounts::Refusal::NeedsVersion2 => (
+                    RefuseReason::UnsupportedProtocol,
+                    "this server admits registered accounts only: protocol 2 and an account are required"
+                        .to_owned(),
+                ),
+                accounts::Refusal::Unavailable => (
+                    RefuseReason::ServerFull,
+                    "the server cannot check accounts right now; try again later".to_owned(),
+                ),
+            },
         }
     }
 }
@@ -125,15 +161,41 @@ pub(crate) async fn admit(
             return None;
         }
     };
+    // A v1 connection's certificate is ignored: its user is a guest.
+    let device = (version >= Version::V2)
+        .then(|| peer_fingerprint(&connection))
+        .flatten();
+    let presence = &state.presence;
+    let (account, name) = match state
+        .accounts
+        .admit(version, key, &username, device, presence)
+        .await
+    {
+        Ok(admitted) => admitted,
+        Err(refusal) => {
+            let refusal = Refusal::Account {
+                name: username,
+                refusal,
+            };
+            refuse(&connection, send, version, refusal).await;
+            return None;
+        }
+    };
+    let principal = account.principal(key);
+    let member_device = match principal {
+        Principal::Member { device, .. } => Some(device),
+        Principal::Guest => None,
+    };
     let mailbox = Arc::new(Mailbox::new(
-        Arc::from(username.as_str()),
+        Arc::from(name.as_str()),
+        member_device,
         connection.clone(),
         state.limits.recipient_backlog_bytes,
     ));
-    let (registration, online) = match state.presence.claim(key, mailbox).await {
+    let claimed = match presence.claim(key, mailbox).await {
         Ok(claimed) => claimed,
         Err(ClaimError::Taken) => {
-            refuse(&connection, send, version, Refusal::NameTaken(username)).await;
+            refuse(&connection, send, version, Refusal::NameTaken(name)).await;
             return None;
         }
         Err(ClaimError::Full) => {
@@ -141,19 +203,40 @@ pub(crate) async fn admit(
             return None;
         }
     };
-    let welcome = Reply::Welcome {
-        server: state.server_name.clone(),
-        online: u32::try_from(online).unwrap_or(u32::MAX),
+    if let Some(older) = &claimed.replaced {
+        // The account's older connection goes first (REPLACED), then this one is welcomed.
+        older.disconnect(CloseCode::Replaced, "signed in elsewhere");
+    }
+    if account == Account::Guest {
+        // An account may have registered the name while this guest claimed it.
+        if let Err(refusal) = state.accounts.still_free(key).await {
+            drop(claimed.registration);
+            let refusal = Refusal::Account { name, refusal };
+            refuse(&connection, send, version, refusal).await;
+            return None;
+        }
+    }
+    let online = u32::try_from(claimed.online).unwrap_or(u32::MAX);
+    let server = state.server_name.clone();
+    let answer = match version {
+        Version::V1 => Reply::Welcome { server, online },
+        Version::V2 => Reply::Session {
+            server,
+            online,
+            account: account.account(),
+            queued: 0,
+        },
     };
-    if let Err(e) = write_reply(&mut send, version, &welcome).await {
-        debug!(%remote, user = %username, "could not send Welcome: {e}");
+    if let Err(e) = write_reply(&mut send, version, &answer).await {
+        debug!(%remote, user = %name, "could not send the answer to Hello: {e}");
         CloseCode::ProtocolError.close(&connection, "Hello stream failed");
         return None;
     }
     Some(Admitted {
         connection,
         version,
-        registration,
+        registration: claimed.registration,
+        principal,
         _slot: slot,
     })
 }
@@ -207,7 +290,7 @@ async fn refuse(
     version: Version,
     refusal: Refusal,
 ) {
-    let (reason, detail) = refusal.reply();
+    let (reason, detail) = refusal.reply(version);
     debug!(remote = %connection.remote_address(), ?reason, "refused: {detail}");
     let reply = Reply::Refused {
         reason,

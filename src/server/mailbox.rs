@@ -12,13 +12,15 @@ use tokio::sync::{Semaphore, TryAcquireError};
 
 use super::config::DELIVERY_OVERHEAD_BYTES;
 use super::delivery::{self, DeliveryOutcome, Envelope};
-use crate::protocol::{codec, CloseCode};
+use crate::protocol::{codec, CloseCode, Fingerprint};
 
 /// The deliveries of one connected user.
 #[derive(Debug)]
 pub(crate) struct Mailbox {
     /// The name as registered (original letter case).
     pub(crate) name: Arc<str>,
+    /// The device key the connection proved, for an account; `None` for a guest.
+    pub(crate) device: Option<Fingerprint>,
     /// The user's connection, on which deliveries are opened.
     connection: quinn::Connection,
     /// Backlog budget in bytes (each message costs its frame bound plus
@@ -27,10 +29,17 @@ pub(crate) struct Mailbox {
 }
 
 impl Mailbox {
-    /// The mailbox of `name`, connected on `connection`, with a backlog budget of `backlog_bytes`.
-    pub(crate) fn new(name: Arc<str>, connection: quinn::Connection, backlog_bytes: usize) -> Self {
+    /// The mailbox of `name` (an account's when `device` is set), connected
+    /// on `connection`, with a backlog budget of `backlog_bytes`.
+    pub(crate) fn new(
+        name: Arc<str>,
+        device: Option<Fingerprint>,
+        connection: quinn::Connection,
+        backlog_bytes: usize,
+    ) -> Self {
         Mailbox {
             name,
+            device,
             connection,
             backlog: Semaphore::new(backlog_bytes.min(Semaphore::MAX_PERMITS)),
         }
@@ -65,5 +74,15 @@ impl Mailbox {
     /// The user left: sends still waiting to be charged fail over at once.
     pub(crate) fn close(&self) {
         self.backlog.close();
+    }
+
+    /// Whether this is an account's connection (not a guest's).
+    pub(crate) fn is_account(&self) -> bool {
+        self.device.is_some()
+    }
+
+    /// Close the user's connection with `code`.
+    pub(crate) fn disconnect(&self, code: CloseCode, reason: &str) {
+        code.close(&self.connection, reason);
     }
 }

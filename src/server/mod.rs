@@ -1,5 +1,6 @@
 //! The chat server: bind a QUIC endpoint, accept connections, shut down gracefully.
 
+mod accounts;
 mod admission;
 mod config;
 pub mod console;
@@ -23,9 +24,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+pub use crate::store::StoreError;
+pub use accounts::Operator;
 pub use admission::AdmissionStats;
 use admission::{Admission, Decision};
-pub use config::{Limits, ServerConfig};
+pub use config::{AccountsConfig, AccountsMode, Limits, ServerConfig};
 use state::State;
 
 use crate::protocol::CloseCode;
@@ -46,6 +49,9 @@ pub enum ServerError {
     /// Certificates could not be loaded or created.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The database could not be opened (for example, another server uses it).
+    #[error(transparent)]
+    Store(#[from] StoreError),
     /// The UDP socket could not be bound.
     #[error("cannot listen on {addr}")]
     Bind {
@@ -69,6 +75,10 @@ pub struct Server {
 impl Server {
     /// Load or create certificates and bind the endpoint. Must be called inside a tokio runtime.
     pub fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        // First, so that a second server on the same data fails before anything else.
+        let store = crate::store::Store::open(&config.accounts.data_dir)?;
+        let id_prefix = store.boot_epoch();
+        debug!(path = %store.path().display(), boot = id_prefix, "database open");
         let identity = ServerIdentity::obtain(&config.cert)?;
         let ca_path = identity.ca_path.clone();
         let tls_stats = Arc::new(tls::TlsStats::default());
@@ -100,7 +110,14 @@ impl Server {
             config.limits.max_connections_per_ip,
             config.limits.retry_above_handshakes,
         );
-        let state = Arc::new(State::new(config.limits, SERVER_SOFTWARE.to_owned()));
+        let accounts =
+            accounts::Accounts::new(store, config.accounts.mode, config.accounts.max_devices);
+        let state = Arc::new(State::new(
+            config.limits,
+            accounts,
+            id_prefix,
+            SERVER_SOFTWARE.to_owned(),
+        ));
         Ok(Server {
             endpoint,
             admission,
@@ -125,6 +142,11 @@ impl Server {
     /// Live TLS counters (session tickets taken back for resumption).
     pub fn tls_stats(&self) -> Arc<tls::TlsStats> {
         Arc::clone(&self.tls_stats)
+    }
+
+    /// The operator's handle on accounts and connections (for the console).
+    pub fn operator(&self) -> Operator {
+        self.state.accounts.operator(self.state.presence.clone())
     }
 
     /// The CA certificate clients need, when the server made its own CA.

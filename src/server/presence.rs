@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use super::mailbox::Mailbox;
-use super::registry::{ClaimError, Registration, Registry};
+use super::registry::{ClaimError, Claimed, Registry};
 use crate::protocol::{codec, NameKey};
 
 /// Where a message to a name goes.
@@ -34,14 +34,20 @@ impl Presence {
         }
     }
 
-    /// Hold `key` for `mailbox` if the name is free and there is room. Returns
-    /// the registration (dropping it frees the name) and the number online.
+    /// Hold `key` for `mailbox`: a guest needs the name free, an account
+    /// takes it over from its older connection (see [`Registry::claim`]).
     pub(crate) async fn claim(
         &self,
         key: NameKey,
         mailbox: Arc<Mailbox>,
-    ) -> Result<(Registration, usize), ClaimError> {
+    ) -> Result<Claimed, ClaimError> {
         self.local.claim(key, mailbox)
+    }
+
+    /// The connected user with this name, if any (for the operator and the
+    /// account checks; senders use [`Presence::locate`]).
+    pub(crate) fn connected(&self, key: &NameKey) -> Option<Arc<Mailbox>> {
+        self.local.lookup(key)
     }
 
     /// Where a message to `key` goes. Called once per Send: no allocation, one read lock.

@@ -37,29 +37,36 @@ impl Registry {
         }
     }
 
-    /// Register `mailbox` under `key` if the name is free and there is room.
-    /// Returns the registration (dropping it frees the name) and the number online.
-    pub(crate) fn claim(
-        &self,
-        key: NameKey,
-        mailbox: Arc<Mailbox>,
-    ) -> Result<(Registration, usize), ClaimError> {
+    /// Register `mailbox` under `key`. A guest's mailbox needs the name free;
+    /// an account's replaces whoever holds it (the account's older connection,
+    /// or a guest who slipped in while the name was being registered), and the
+    /// replaced mailbox is returned so its connection can be closed. Needs room
+    /// unless it replaces. Returns the registration (dropping it frees the name),
+    /// the number online, and the replaced mailbox.
+    pub(crate) fn claim(&self, key: NameKey, mailbox: Arc<Mailbox>) -> Result<Claimed, ClaimError> {
         let mut users = self.write();
-        if users.contains_key(&key) {
-            return Err(ClaimError::Taken);
-        }
-        if users.len() >= self.capacity {
-            return Err(ClaimError::Full);
-        }
+        let replaced = match users.get(&key) {
+            Some(_) if !mailbox.is_account() => return Err(ClaimError::Taken),
+            Some(current) => Some(Arc::clone(current)),
+            None if users.len() >= self.capacity => return Err(ClaimError::Full),
+            None => None,
+        };
         users.insert(key, Arc::clone(&mailbox));
         let online = users.len();
         drop(users);
+        if let Some(replaced) = &replaced {
+            replaced.close();
+        }
         let registration = Registration {
             registry: self.clone(),
             key,
             mailbox,
         };
-        Ok((registration, online))
+        Ok(Claimed {
+            registration,
+            online,
+            replaced,
+        })
     }
 
     /// The online user with this name, if any.
@@ -84,6 +91,17 @@ impl Registry {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Map> {
         self.users.write().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// A successful claim.
+#[derive(Debug)]
+pub(crate) struct Claimed {
+    /// Proof that the name is held.
+    pub(crate) registration: Registration,
+    /// Users online, including this one.
+    pub(crate) online: usize,
+    /// The mailbox this claim replaced (an account connecting again).
+    pub(crate) replaced: Option<Arc<Mailbox>>,
 }
 
 /// Proof that a name is held. Dropping it frees the name (only if it is still

@@ -8,12 +8,15 @@ use bytes::Bytes;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, Instrument};
 
+use super::accounts::Principal;
 use super::admission::ConnectionSlot;
 use super::hello::{admit, Admitted};
 use super::router::{route_send, Sender};
 use super::state::State;
 use crate::protocol::codec::{decode_request, read_frame_bytes, slice_of, write_reply};
-use crate::protocol::{close, CloseCode, FrameError, Reply, RequestRef, Version, MAX_FRAME_BYTES};
+use crate::protocol::{
+    close, CloseCode, DeviceOp, FrameError, Reply, RequestRef, Version, MAX_FRAME_BYTES,
+};
 
 /// Serve one incoming connection until it ends.
 pub(crate) async fn run(
@@ -29,6 +32,7 @@ pub(crate) async fn run(
         connection,
         version,
         registration,
+        principal,
         _slot,
     }) = Box::pin(admit(incoming, slot, &state, remote)).await
     else {
@@ -42,6 +46,7 @@ pub(crate) async fn run(
             sender: Sender::new(name, &state),
             connection,
             version,
+            principal,
             state,
         });
         let reason = serve_requests(&session, &tracker).await;
@@ -57,6 +62,7 @@ struct Session {
     sender: Sender,
     connection: quinn::Connection,
     version: Version,
+    principal: Principal,
     state: Arc<State>,
 }
 
@@ -113,9 +119,7 @@ async fn handle_request(
         Ok(RequestRef::Hello { .. }) => {
             return CloseCode::ProtocolError.close(&session.connection, "Hello sent twice");
         }
-        Ok(RequestRef::Devices(_)) => {
-            return CloseCode::ProtocolError.close(&session.connection, "no devices here");
-        }
+        Ok(RequestRef::Devices(op)) => return devices(&session, send, op).await,
         Err(e) => {
             debug!("protocol error: {e}");
             return CloseCode::ProtocolError.close(&session.connection, "malformed request");
@@ -124,6 +128,46 @@ async fn handle_request(
     // A failed write means the client went away; it will not miss the answer.
     let _ = write_reply(&mut send, session.version, &reply).await;
 }
+
+/// Answer a `Devices` request. A connection that removed its own device is
+/// closed with REPLACED once the answer is acknowledged (or after at most 1 s).
+async fn devices(session: &Session, mut send: quinn::SendStream, op: DeviceOp) {
+    let removes_own = matches!(
+        (&op, session.principal),
+        (DeviceOp::Remove { fingerprint }, Principal::Member { device, .. })
+            if fingerprint[..] == device.as_bytes()[..]
+    );
+    let reply = match session.state.accounts.devices(session.principal, op).await {
+        Ok(Ok(devices)) => Reply::Devices { devices },
+        Ok(Err((reason, detail))) => Reply::Failed { reason, detail },
+        Err(e) => {
+            // The protocol has no answer for a failed disk: the request fails.
+            tracing::error!("accounts unavailable: {e}");
+            let _ = send.reset(quinn::VarInt::from_u32(0));
+            return;
+        }
+    };
+    let removed_own = removes_own && matches!(reply, Reply::Devices { .. });
+    let answered = async {
+        if write_reply(&mut send, session.version, &reply)
+            .await
+            .is_ok()
+            && removed_own
+        {
+            let _ = send.stopped().await;
+        }
+    };
+    if removed_own {
+        let _ = tokio::time::timeout(REPLACED_LINGER, answered).await;
+        CloseCode::Replaced.close(&session.connection, "this device was removed");
+    } else {
+        answered.await;
+    }
+}
+
+/// How long the answer to a removal of the connection's own device may wait
+/// for its acknowledgement before the connection is closed.
+const REPLACED_LINGER: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// IPv4 peers reach the dual-stack socket as IPv4-mapped IPv6; show them as IPv4.
 fn canonical(addr: SocketAddr) -> SocketAddr {

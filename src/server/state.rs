@@ -2,6 +2,7 @@
 //! the name it announces. Built once by [`super::Server::bind`] and handed to
 //! sessions as an `Arc`.
 
+use super::accounts::Accounts;
 use super::config::Limits;
 use super::ids::MessageIds;
 use super::presence::Presence;
@@ -11,6 +12,8 @@ use super::presence::Presence;
 pub(crate) struct State {
     /// Who is online and how to reach them.
     pub(crate) presence: Presence,
+    /// Who may hold which name.
+    pub(crate) accounts: Accounts,
     /// The server's limits.
     pub(crate) limits: Limits,
     /// Where message ids come from.
@@ -20,11 +23,18 @@ pub(crate) struct State {
 }
 
 impl State {
-    /// The state of a fresh single server with these limits.
-    pub(crate) fn new(limits: Limits, server_name: String) -> Self {
+    /// The state of a single server with these limits and accounts, whose
+    /// message ids start with `id_prefix` (distinct for every run).
+    pub(crate) fn new(
+        limits: Limits,
+        accounts: Accounts,
+        id_prefix: u32,
+        server_name: String,
+    ) -> Self {
         State {
             presence: Presence::local(limits.max_connections),
-            ids: MessageIds::new(0),
+            accounts,
+            ids: MessageIds::new(id_prefix),
             limits,
             server_name,
         }

@@ -63,7 +63,7 @@ struct Inner {
 /// Each variant's message names what failed; an underlying error is its
 /// [`source`](std::error::Error::source), so `{e:#}` prints each cause once.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum StoreError {
+pub enum StoreError {
     /// Another [`Store`], in this process or another, has the database open.
     #[error("the data directory {} is in use by another quic-chat server", path.display())]
     InUse {

@@ -2,11 +2,6 @@
 //! version, the boot epoch, and damaged records. Also the helpers the other
 //! store tests use.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
-
 use redb::{Database, ReadableDatabase};
 use tempfile::TempDir;
 
@@ -106,76 +101,6 @@ fn a_second_open_in_this_process_is_in_use() {
     assert_eq!(Store::open(dir.path()).unwrap().boot_epoch(), 2);
 }
 
-/// The environment variable that tells [`hold_open_for_parent`] which
-/// directory to open.
-const HOLD_ENV: &str = "QUIC_CHAT_TEST_HOLD_STORE";
-/// The line [`hold_open_for_parent`] prints once the store is open.
-const HELD: &str = "store-held-open";
-
-#[test]
-fn a_second_process_is_refused_while_one_has_it_open() {
-    let dir = tempfile::tempdir().unwrap();
-    // This test binary again, running only the holder below.
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "store::tests::hold_open_for_parent",
-            "--ignored",
-            "--test-threads=1",
-        ])
-        .env(HOLD_ENV, dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Wait for the child's word on a thread, so that a child that never
-    // says it fails this test instead of hanging it.
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    let (held_tx, held_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        // Read to the end: the child must not write into a closed pipe.
-        for line in stdout.lines().map_while(Result::ok) {
-            if line.contains(HELD) {
-                let _ = held_tx.send(true);
-            }
-        }
-        let _ = held_tx.send(false);
-    });
-    let held = held_rx.recv_timeout(Duration::from_secs(60));
-    if held != Ok(true) {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("the child process did not open the store: {held:?}");
-    }
-
-    let error = Store::open(dir.path()).unwrap_err();
-    assert!(matches!(error, StoreError::InUse { .. }), "{error:?}");
-
-    // Closing its stdin lets the child close the store and exit.
-    drop(child.stdin.take());
-    assert!(child.wait().unwrap().success());
-    assert_eq!(Store::open(dir.path()).unwrap().boot_epoch(), 2);
-}
-
-/// Not a test by itself: the child process of the test above. It opens the
-/// store in the directory `HOLD_ENV` names, says so, and holds it until its
-/// stdin closes.
-#[test]
-#[ignore = "run by a_second_process_is_refused_while_one_has_it_open"]
-fn hold_open_for_parent() {
-    let Some(dir) = std::env::var_os(HOLD_ENV) else {
-        return;
-    };
-    let store = Store::open(Path::new(&dir)).unwrap();
-    // Straight to the file descriptor: the test harness captures `println!`.
-    let mut stdout = std::io::stdout();
-    writeln!(stdout, "{HELD}").unwrap();
-    stdout.flush().unwrap();
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut std::io::stdin(), &mut rest).unwrap();
-    drop(store);
-}
-
 #[test]
 fn a_newer_schema_is_refused_and_nothing_is_written() {
     let (dir, store) = fresh();
@@ -263,25 +188,4 @@ fn a_damaged_record_is_corrupt_not_a_panic() {
     corrupt(store.account_of(&fp(3)).map(drop));
     // Undamaged records still read.
     assert_eq!(store.account(&key("bob")).unwrap().unwrap().name, "bob");
-}
-
-/// Not an assertion: how long one `register` (one fsync'd commit) takes here.
-/// `cargo test -q --lib store::tests::register_cost -- --ignored --nocapture`
-#[test]
-#[ignore = "a measurement, not a test"]
-fn register_cost() {
-    let (_dir, store) = fresh();
-    let rounds = 500u16;
-    let start = std::time::Instant::now();
-    for i in 0..rounds {
-        let mut bytes = [0u8; 32];
-        bytes[..2].copy_from_slice(&i.to_le_bytes());
-        let name = format!("user{i}");
-        store
-            .register(&name, Fingerprint::new(bytes), 1)
-            .unwrap()
-            .unwrap();
-    }
-    let each = start.elapsed() / u32::from(rounds);
-    println!("register: {each:?} per call ({rounds} calls)");
 }

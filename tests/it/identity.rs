@@ -723,7 +723,7 @@ fn connect_with_an_identity_or_as_a_guest() {
     );
 
     // The default identity lives in $XDG_CONFIG_HOME/quic-chat.
-    let mut carol = process::connect(dir.path(), port, &ca, "carol");
+    let mut carol = process::connect_with(dir.path(), port, &ca, "carol", &[]);
     process::welcome_of(&carol);
     assert!(dir
         .path()

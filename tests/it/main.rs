@@ -1,6 +1,7 @@
 //! The one integration-test crate: real QUIC over loopback, every scenario bounded in time.
 #![allow(unreachable_pub)] // test helpers are pub within this crate
 
+mod accounts;
 mod backpressure;
 mod bench;
 mod cli;

@@ -206,7 +206,7 @@ async fn run_user(
     gaps: Gaps,
     got: mpsc::UnboundedSender<(usize, Message)>,
 ) -> UserRun {
-    let churns = user % CHURN_EVERY == 0;
+    let churns = user.is_multiple_of(CHURN_EVERY);
     let mut rng = Rng::new(seed ^ (user as u64).wrapping_mul(0x1000_0001));
     let seq = Arc::new(AtomicU64::new(0));
     let mut sent = Vec::new();

@@ -74,8 +74,8 @@ async fn a_missing_ca_file_is_a_clear_error() {
 #[tokio::test]
 async fn another_alpn_is_refused() {
     let server = TestServer::start().await;
-    let result = raw_connect_alpn(&server, b"quic-chat/2").await;
-    let error = result.expect_err("the server only speaks quic-chat/1");
+    let result = raw_connect_alpn(&server, b"quic-chat/3").await;
+    let error = result.expect_err("the server speaks quic-chat/2 and quic-chat/1 only");
     assert_eq!(
         HandshakeFailure::of(&error),
         HandshakeFailure::UnsupportedProtocol,
@@ -98,6 +98,7 @@ async fn a_certificate_the_operator_brings_is_served() {
             key: elsewhere.path().join("server.key"),
         },
         limits: test_limits(),
+        accounts: quic_chat::server::AccountsConfig::new(elsewhere.path().join("data")),
     };
     let server = Server::bind(config).unwrap();
     assert_eq!(server.ca_path(), None, "no CA of its own to hand out");

@@ -8,12 +8,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use quic_chat::client::{Client, ClientConfig, ClientError, Disconnect, Incoming, Message};
-use quic_chat::protocol::ALPN;
-use quic_chat::server::{Limits, Server, ServerConfig};
+use quic_chat::server::{AccountsConfig, AccountsMode, Limits, Server, ServerConfig};
 use quic_chat::tls::CertSource;
 use tokio_util::sync::CancellationToken;
 
 pub mod process;
+pub mod v2;
 
 /// The bound every scenario runs in unless it says otherwise.
 pub const SCENARIO: Duration = Duration::from_secs(20);
@@ -48,6 +48,7 @@ pub struct TestServer {
     pub admission: Arc<quic_chat::server::AdmissionStats>,
     pub tls: Arc<quic_chat::tls::TlsStats>,
     limits: Limits,
+    accounts_mode: AccountsMode,
     /// The temporary directory `dir` is, when the harness made it.
     _temp_dir: Option<Arc<tempfile::TempDir>>,
     shutdown: CancellationToken,
@@ -69,26 +70,48 @@ impl TestServer {
 
     pub async fn start_with(limits: Limits) -> Self {
         let temp_dir = Arc::new(tempfile::tempdir().expect("temp dir"));
-        Self::spawn(temp_dir.path().to_owned(), Some(temp_dir), limits)
+        Self::spawn(
+            temp_dir.path().to_owned(),
+            Some(temp_dir),
+            limits,
+            AccountsMode::Open,
+        )
+    }
+
+    /// A server whose accounts are run as `mode`.
+    pub async fn start_with_accounts(mode: AccountsMode) -> Self {
+        let temp_dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        Self::spawn(
+            temp_dir.path().to_owned(),
+            Some(temp_dir),
+            test_limits(),
+            mode,
+        )
     }
 
     /// A server keeping its files in `dir` (which the caller owns).
     pub async fn start_in(dir: impl Into<PathBuf>) -> Self {
-        Self::spawn(dir.into(), None, test_limits())
+        Self::spawn(dir.into(), None, test_limits(), AccountsMode::Open)
     }
 
     /// Shut down, then start again on the same directory and limits (on a new port).
     pub async fn restart(self) -> Self {
-        let (dir, temp_dir, limits) = (
+        let (dir, temp_dir, limits, mode) = (
             self.dir.clone(),
             self._temp_dir.clone(),
             self.limits.clone(),
+            self.accounts_mode,
         );
         self.stop().await;
-        Self::spawn(dir, temp_dir, limits)
+        Self::spawn(dir, temp_dir, limits, mode)
     }
 
-    fn spawn(dir: PathBuf, temp_dir: Option<Arc<tempfile::TempDir>>, limits: Limits) -> Self {
+    fn spawn(
+        dir: PathBuf,
+        temp_dir: Option<Arc<tempfile::TempDir>>,
+        limits: Limits,
+        accounts_mode: AccountsMode,
+    ) -> Self {
         let config = ServerConfig {
             bind: "127.0.0.1:0".parse().unwrap(),
             cert: CertSource::Generated {
@@ -96,6 +119,10 @@ impl TestServer {
                 names: Vec::new(),
             },
             limits: limits.clone(),
+            accounts: AccountsConfig {
+                mode: accounts_mode,
+                ..AccountsConfig::new(dir.join("data"))
+            },
         };
         let server = Server::bind(config).expect("server binds");
         let addr = server.local_addr();
@@ -111,6 +138,7 @@ impl TestServer {
             admission,
             tls,
             limits,
+            accounts_mode,
             _temp_dir: temp_dir,
             shutdown,
             task,
@@ -183,7 +211,9 @@ pub async fn raw_connect_alpn(
 
 /// A raw QUIC connection speaking `quic-chat/1`, with nothing sent yet.
 pub async fn raw_connect(server: &TestServer) -> quinn::Connection {
-    raw_connect_alpn(server, ALPN).await.expect("raw handshake")
+    raw_connect_alpn(server, b"quic-chat/1")
+        .await
+        .expect("raw handshake")
 }
 
 /// Send `bytes` on a new bidirectional stream, finish it, and read the whole answer.

@@ -196,8 +196,10 @@ pub(crate) fn start_server_with(
 
 /// Start `quic-chat connect 127.0.0.1:PORT NAME --ca CA` in `dir`, with stdin
 /// piped (and its identity in `dir/config/quic-chat`).
+/// As a guest (`--guest`): the v1 rules these tests are about, whatever
+/// names other tests' identities registered; account tests use [`connect_with`].
 pub(crate) fn connect(dir: &Path, port: u16, ca: &str, name: &str) -> Proc {
-    connect_with(dir, port, ca, name, &[])
+    connect_with(dir, port, ca, name, &["--guest"])
 }
 
 /// [`connect`] with extra arguments (`--guest`, `--identity DIR`, `--json`).
