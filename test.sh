@@ -10,4 +10,5 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 cargo test "$@"
-bash interop/run.sh target/debug/quic-chat
+# This build speaks protocol v2: its checks must run, never be skipped.
+QUIC_CHAT_EXPECT_V2=1 bash interop/run.sh target/debug/quic-chat
