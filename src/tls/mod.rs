@@ -29,7 +29,7 @@ pub use identity::{
     default_identity_dir, fingerprint_of_cert, peer_fingerprint, ClientIdentity,
     IDENTITY_CERT_FILE, IDENTITY_KEY_FILE,
 };
-pub use server::{server_crypto, SelfSignedClients, TlsStats};
+pub use server::{server_crypto, server_crypto_for, SelfSignedClients, TlsStats};
 
 /// Why certificates or TLS configuration could not be set up.
 ///

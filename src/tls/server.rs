@@ -140,6 +140,7 @@ impl rustls::server::ProducesTickets for CountingTicketer {
 fn rustls_config(
     identity: ServerIdentity,
     stats: Arc<TlsStats>,
+    versions: &[Version],
 ) -> Result<rustls::ServerConfig, TlsError> {
     let provider = provider();
     let verifier = Arc::new(SelfSignedClients::new(&provider));
@@ -149,7 +150,7 @@ fn rustls_config(
         .with_single_cert(identity.chain, identity.key)?;
     // rustls picks the first of its own list that the client offers, so a
     // client offering every version gets the most preferred.
-    config.alpn_protocols = Version::alpn_list();
+    config.alpn_protocols = versions.iter().map(|v| v.alpn().to_vec()).collect();
     config.key_log = Arc::new(rustls::KeyLogFile::new());
     // Stateless session tickets: returning clients resume without a full
     // handshake, and the server keeps no per-client session state. A ticket
@@ -177,7 +178,17 @@ pub fn server_crypto(
     identity: ServerIdentity,
     stats: Arc<TlsStats>,
 ) -> Result<Arc<QuicServerConfig>, TlsError> {
-    let quic = QuicServerConfig::try_from(rustls_config(identity, stats)?)?;
+    server_crypto_for(identity, stats, &Version::SUPPORTED)
+}
+
+/// [`server_crypto`] offering only `versions`, in that order of preference
+/// (for example a server, or a test double, that speaks v1 alone).
+pub fn server_crypto_for(
+    identity: ServerIdentity,
+    stats: Arc<TlsStats>,
+    versions: &[Version],
+) -> Result<Arc<QuicServerConfig>, TlsError> {
+    let quic = QuicServerConfig::try_from(rustls_config(identity, stats, versions)?)?;
     Ok(Arc::new(quic))
 }
 
@@ -189,7 +200,7 @@ mod tests {
     fn no_early_data_is_accepted() {
         let dir = tempfile::tempdir().unwrap();
         let identity = super::super::load_or_create(dir.path(), &[]).unwrap();
-        let config = rustls_config(identity, Arc::default()).unwrap();
+        let config = rustls_config(identity, Arc::default(), &Version::SUPPORTED).unwrap();
         // rustls' default; quinn's `with_single_cert` would make it u32::MAX.
         assert_eq!(config.max_early_data_size, 0, "0-RTT must stay off");
         assert_eq!(config.alpn_protocols, Version::alpn_list());

@@ -191,33 +191,50 @@ async fn a_client_with_a_certificate_connects_to_the_real_server() {
     )
     .await
     .expect("a self-signed client certificate is accepted");
-    match alice.version() {
-        // A v1 connection ignores the certificate: a guest.
-        Version::V1 => assert_eq!(alice.welcome().account, None),
-        Version::V2 => assert_eq!(alice.welcome().account, Some(Account::Registered)),
-    }
+    assert_eq!(
+        alice.version(),
+        Version::V2,
+        "a v2 client and server speak v2"
+    );
+    assert_eq!(alice.welcome().account, Some(Account::Registered));
     assert_eq!(alice.welcome().queued, 0);
-    if alice.version() == Version::V1 {
-        // Managing devices needs v2; nothing is sent on v1.
-        let error = alice.devices(DeviceOp::List).await.unwrap_err();
-        assert!(
-            matches!(
-                error,
-                ClientError::NeedsVersion {
-                    needs: Version::V2,
-                    speaks: Version::V1,
-                    ..
-                }
-            ),
-            "{error:?}"
-        );
-        assert_eq!(
-            error.to_string(),
-            "managing devices needs protocol 2, and this server speaks protocol 1"
-        );
-    }
     alice.close().await;
     server.stop().await;
+}
+
+/// Against a server that speaks v1 only, the client falls back to v1: a
+/// Welcome, no account (its certificate is ignored), and no devices.
+#[tokio::test]
+async fn against_a_v1_server_the_client_speaks_v1() {
+    let mut server = FakeServer::start_speaking(Script::Welcome, &[Version::V1]);
+    let dir = tempfile::tempdir().unwrap();
+    let identity = ClientIdentity::load_or_create(dir.path()).unwrap();
+    let connector = Connector::new(&server.config("alice", Some(identity)))
+        .await
+        .unwrap();
+    let (alice, _incoming) = within(SCENARIO, "connect", connector.connect("alice"))
+        .await
+        .expect("a v1 server welcomes a v2 client");
+    assert_eq!(server.next_peer().await.version, Some(Version::V1));
+    assert_eq!(alice.version(), Version::V1);
+    assert_eq!(alice.welcome().account, None);
+    let error = alice.devices(DeviceOp::List).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ClientError::NeedsVersion {
+                needs: Version::V2,
+                speaks: Version::V1,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        "managing devices needs protocol 2, and this server speaks protocol 1"
+    );
+    alice.close().await;
 }
 
 // --- a fake server on raw quinn, with the real server_crypto ---
@@ -251,11 +268,16 @@ struct FakeServer {
 
 impl FakeServer {
     fn start(script: Script) -> FakeServer {
+        Self::start_speaking(script, &Version::SUPPORTED)
+    }
+
+    /// A fake server that offers only `versions`.
+    fn start_speaking(script: Script, versions: &[Version]) -> FakeServer {
         let dir = tempfile::tempdir().unwrap();
         let identity = tls::load_or_create(dir.path(), &[]).unwrap();
         let ca = identity.ca_path.clone().unwrap();
         let stats = Arc::new(TlsStats::default());
-        let crypto = tls::server_crypto(identity, Arc::clone(&stats)).unwrap();
+        let crypto = tls::server_crypto_for(identity, Arc::clone(&stats), versions).unwrap();
         let config = quinn::ServerConfig::with_crypto(crypto);
         let endpoint = quinn::Endpoint::server(config, "127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = endpoint.local_addr().unwrap();
@@ -623,10 +645,6 @@ async fn replaced_is_a_disconnect_of_its_own() {
 
 #[tokio::test]
 async fn devices_through_a_fake_v2_server() {
-    if !Version::SUPPORTED.contains(&Version::V2) {
-        eprintln!("skipped until Version::SUPPORTED has V2: our client offers only quic-chat/1");
-        return;
-    }
     let mut server = FakeServer::start(Script::Welcome);
     let dir = tempfile::tempdir().unwrap();
     let identity = ClientIdentity::load_or_create(dir.path()).unwrap();
@@ -677,14 +695,12 @@ async fn devices_through_a_fake_v2_server() {
 fn connect_with_an_identity_or_as_a_guest() {
     let dir = tempfile::tempdir().unwrap();
     let (mut server, port, ca) = process::start_server(dir.path(), Stdio::piped());
-    let v2 = Version::SUPPORTED.contains(&Version::V2);
 
     // --identity DIR: created on first use, and the one whoami reports.
     let mut alice =
         process::connect_with(dir.path(), port, &ca, "alice", &["--identity", "alice-id"]);
     assert!(alice.line().starts_with("Welcome to "));
-    let expected = if v2 { "registered as alice" } else { "guest" };
-    assert_eq!(alice.line(), expected);
+    assert_eq!(alice.line(), "registered as alice");
     let id_dir = dir.path().join("alice-id");
     #[cfg(unix)]
     assert_eq!(mode(&id_dir.join(tls::IDENTITY_KEY_FILE)), 0o600);
@@ -699,15 +715,9 @@ fn connect_with_an_identity_or_as_a_guest() {
         expected_fingerprint(&id_dir)
     );
     alice.type_line("devices");
-    let answer = alice.line();
-    if v2 {
-        assert_eq!(answer, "devices (1):");
-    } else {
-        assert_eq!(
-            answer,
-            "devices: managing devices needs protocol 2, and this server speaks protocol 1"
-        );
-    }
+    assert_eq!(alice.line(), "devices (1):");
+    let device = alice.line();
+    assert!(device.contains("first device"), "{device}");
     alice.type_line("EXIT");
     assert!(alice.exit().success());
 
