@@ -64,11 +64,6 @@ impl fmt::Debug for NameKey {
     }
 }
 
-/// Whether `name` is a valid username.
-pub fn validate(name: &str) -> Result<(), UsernameError> {
-    NameKey::new(name).map(|_| ())
-}
-
 fn is_name_byte(byte: u8) -> bool {
     byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'.' | b'-')
 }
@@ -76,6 +71,10 @@ fn is_name_byte(byte: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn validate(name: &str) -> Result<(), UsernameError> {
+        NameKey::new(name).map(|_| ())
+    }
 
     #[test]
     fn accepts_the_allowed_alphabet() {
