@@ -64,7 +64,7 @@ struct Inner {
 /// [`source`](std::error::Error::source), so `{e:#}` prints each cause once.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// Another [`Store`], in this process or another, has the database open.
+    /// Another server (or another open of the store), in this process or another, has the database open.
     #[error("the data directory {} is in use by another quic-chat server", path.display())]
     InUse {
         /// The data directory.
