@@ -57,6 +57,7 @@ impl Store {
     /// Store every message of `batch` that its recipient's account exists for
     /// and that passes no cap, all in one write transaction, committed
     /// durably before this returns. One answer per message, in order.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn enqueue_batch(
         &self,
         batch: &[Enqueue],
@@ -91,6 +92,7 @@ impl Store {
 
     /// Remove the messages `seqs` of `recipient` (those still there).
     /// Returns how many were removed.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn ack(&self, recipient: &NameKey, seqs: &[u64]) -> Result<u64, StoreError> {
         self.write(|txn| Ok(Ok::<_, ()>(ack_in(txn, recipient, seqs)?)))
             .map(|outcome| outcome.unwrap_or(0))
@@ -111,6 +113,7 @@ impl Store {
     }
 
     /// The bytes of every stored message together.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub(crate) fn mail_bytes(&self) -> Result<u64, StoreError> {
         self.read(|txn| {
             let meta = txn.open_table(META)?;

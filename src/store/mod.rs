@@ -24,17 +24,13 @@
 //! lock behind). The refusal is [`StoreError::InUse`], at once, without waiting.
 
 mod accounts;
-// Used by the server from the next commit on.
-#[allow(dead_code)]
 mod mail;
 mod record;
 mod schema;
-#[allow(dead_code)]
 mod writer;
 
-#[allow(unused_imports)]
+#[cfg_attr(not(test), allow(unused_imports))]
 pub(crate) use mail::{Enqueue, Enqueued, MailCaps, MailboxCount};
-#[allow(unused_imports)]
 pub(crate) use writer::MailWriter;
 
 use std::fs;
@@ -61,7 +57,7 @@ pub(crate) struct Store {
 }
 
 /// The state behind a [`Store`].
-struct Inner {
+pub(crate) struct Inner {
     /// The redb database; closed when the last clone is dropped.
     db: Database,
     /// The database file, for messages.
@@ -162,7 +158,6 @@ impl AccountRecord {
 }
 
 /// A stored message, as kept for its recipient.
-#[allow(dead_code)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct MailRecord {
     /// The id its sender's Receipt carried.
@@ -226,6 +221,16 @@ impl Store {
     /// on each open after. Never repeats for a database, crashes included.
     pub(crate) fn boot_epoch(&self) -> u32 {
         self.inner.boot_epoch
+    }
+
+    /// A handle that does not keep the database open.
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    /// The store behind a [`Store::downgrade`] handle, while it is open.
+    pub(crate) fn upgrade(weak: &std::sync::Weak<Inner>) -> Option<Store> {
+        weak.upgrade().map(|inner| Store { inner })
     }
 
     /// The database file.

@@ -34,6 +34,9 @@ impl MailWriter {
     /// Start the writer thread of `store`, keeping mail within `caps`.
     pub(crate) fn spawn(store: Store, caps: MailCaps) -> Result<MailWriter, StoreError> {
         let (jobs, queue) = mpsc::channel();
+        // The thread must not keep the database open: a server that stops
+        // closes it (and may open it again) at once.
+        let store = store.downgrade();
         std::thread::Builder::new()
             .name("mail-writer".into())
             .spawn(move || run(&store, caps, &queue))
@@ -68,8 +71,11 @@ impl MailWriter {
     }
 }
 
-fn run(store: &Store, caps: MailCaps, queue: &mpsc::Receiver<Job>) {
+fn run(store: &std::sync::Weak<super::Inner>, caps: MailCaps, queue: &mpsc::Receiver<Job>) {
     while let Ok(first) = queue.recv() {
+        let Some(store) = Store::upgrade(store) else {
+            return;
+        };
         let mut jobs = vec![first];
         while jobs.len() < MAX_BATCH {
             match queue.try_recv() {
@@ -77,7 +83,7 @@ fn run(store: &Store, caps: MailCaps, queue: &mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        commit(store, caps, jobs);
+        commit(&store, caps, jobs);
     }
 }
 
