@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::bench::{BenchConfig, Workload};
 use crate::client::ClientConfig;
-use crate::server::{AccountsConfig, AccountsMode, Limits, ServerConfig};
+use crate::server::{AccountsConfig, AccountsMode, Limits, MailConfig, ServerConfig};
 use crate::tls::{CertSource, ClientIdentity, TlsError};
 
 /// quic-chat: a self-hosted encrypted messenger over QUIC.
@@ -161,6 +161,19 @@ pub struct ServerArgs {
     /// Devices one account may have (at least 5).
     #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u16).range(5..))]
     pub max_devices: u16,
+    /// Keep no mail for offline accounts: a Send to one is `NotConnected`, as
+    /// in protocol v1 (accounts are still kept).
+    #[arg(long)]
+    pub no_store: bool,
+    /// Messages one offline account's mailbox may hold.
+    #[arg(long, value_name = "N", default_value_t = MailConfig::default().mailbox_max_messages)]
+    pub mailbox_max_messages: u64,
+    /// Bytes one offline account's mailbox may hold.
+    #[arg(long, value_name = "BYTES", default_value_t = MailConfig::default().mailbox_max_bytes)]
+    pub mailbox_max_bytes: u64,
+    /// Bytes all mailboxes together may hold.
+    #[arg(long, value_name = "BYTES", default_value_t = MailConfig::default().store_max_bytes)]
+    pub store_max_bytes: u64,
 }
 
 /// `--accounts` values.
@@ -208,6 +221,12 @@ impl ServerArgs {
                 mode,
                 data_dir: self.data_dir,
                 max_devices: usize::from(self.max_devices),
+                mail: MailConfig {
+                    enabled: !self.no_store,
+                    mailbox_max_messages: self.mailbox_max_messages,
+                    mailbox_max_bytes: self.mailbox_max_bytes,
+                    store_max_bytes: self.store_max_bytes,
+                },
             },
         }
     }

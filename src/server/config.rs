@@ -30,6 +30,36 @@ pub struct AccountsConfig {
     pub data_dir: PathBuf,
     /// Devices one account may have (at least 5, as the protocol requires).
     pub max_devices: usize,
+    /// Store and forward for accounts that are not connected.
+    pub mail: MailConfig,
+}
+
+/// Store and forward: whether mail is kept for offline accounts, and its bounds.
+///
+/// Only a registered sender's messages are stored (a guest's Send to an
+/// offline account is `NotConnected`): the stamped `from` of stored mail
+/// then names an account, and nobody can fill mailboxes anonymously.
+#[derive(Debug, Clone, Copy)]
+pub struct MailConfig {
+    /// Keep mail at all (`--no-store` turns it off: `NotConnected` as v1).
+    pub enabled: bool,
+    /// Messages one mailbox may hold.
+    pub mailbox_max_messages: u64,
+    /// Bytes one mailbox may hold.
+    pub mailbox_max_bytes: u64,
+    /// Bytes every mailbox together may hold.
+    pub store_max_bytes: u64,
+}
+
+impl Default for MailConfig {
+    fn default() -> Self {
+        MailConfig {
+            enabled: true,
+            mailbox_max_messages: 1000,
+            mailbox_max_bytes: 16 << 20,
+            store_max_bytes: 1 << 30,
+        }
+    }
 }
 
 impl AccountsConfig {
@@ -39,6 +69,7 @@ impl AccountsConfig {
             mode: AccountsMode::Open,
             data_dir: data_dir.into(),
             max_devices: 5,
+            mail: MailConfig::default(),
         }
     }
 }

@@ -63,9 +63,29 @@ pub(crate) async fn send_within(
 
 /// Open a stream, write the frame, finish, and wait for the peer's acknowledgement.
 async fn send_on_new_stream(connection: &quinn::Connection, frame: [Bytes; 2]) -> DeliveryOutcome {
-    let Ok(mut stream) = connection.open_uni().await else {
+    let Ok(stream) = connection.open_uni().await else {
         return DeliveryOutcome::Lost;
     };
+    write_and_wait(stream, frame).await
+}
+
+/// The `Deliver` frame of `envelope`, as the header and the body's own bytes.
+pub(crate) fn frame(envelope: Envelope<'_>) -> Option<[Bytes; 2]> {
+    let header = codec::encode_deliver_header(
+        envelope.id,
+        envelope.from,
+        envelope.sent_at_ms,
+        envelope.body.len(),
+    )
+    .ok()?;
+    Some([Bytes::from(header), envelope.body])
+}
+
+/// Write `frame` on an opened stream, finish, and wait for the acknowledgement.
+pub(crate) async fn write_and_wait(
+    mut stream: quinn::SendStream,
+    frame: [Bytes; 2],
+) -> DeliveryOutcome {
     if let Err(e) = codec::write_parts(&mut stream, frame).await {
         return match e {
             codec::FrameError::Write(quinn::WriteError::Stopped(_)) => DeliveryOutcome::Stopped,

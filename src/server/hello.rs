@@ -34,6 +34,8 @@ pub(crate) struct Admitted {
     pub(crate) principal: Principal,
     /// The per-IP count of this connection, given back when it is dropped.
     pub(crate) _slot: ConnectionSlot,
+    /// Whether the account's stored mail is to be drained now.
+    pub(crate) drain: bool,
 }
 
 /// Why a Hello is refused, before it is said in a version's words.
@@ -186,11 +188,15 @@ pub(crate) async fn admit(
         Principal::Member { device, .. } => Some(device),
         Principal::Guest => None,
     };
+    // A v2 account's session starts by draining its stored mail (v1 and
+    // guests have none): Sends to it are stored behind the backlog until then.
+    let drain = member_device.is_some() && version >= Version::V2 && state.mail.is_some();
     let mailbox = Arc::new(Mailbox::new(
         Arc::from(name.as_str()),
         member_device,
         connection.clone(),
         state.limits.recipient_backlog_bytes,
+        drain,
     ));
     let claimed = match presence.claim(key, mailbox).await {
         Ok(claimed) => claimed,
@@ -217,6 +223,10 @@ pub(crate) async fn admit(
         }
     }
     let online = u32::try_from(claimed.online).unwrap_or(u32::MAX);
+    let queued = match (&state.mail, drain) {
+        (Some(mail), true) => u32::try_from(mail.waiting(key).await).unwrap_or(u32::MAX),
+        _ => 0,
+    };
     let server = state.server_name.clone();
     let answer = match version {
         Version::V1 => Reply::Welcome { server, online },
@@ -224,7 +234,7 @@ pub(crate) async fn admit(
             server,
             online,
             account: account.account(),
-            queued: 0,
+            queued,
         },
     };
     if let Err(e) = write_reply(&mut send, version, &answer).await {
@@ -238,6 +248,7 @@ pub(crate) async fn admit(
         registration: claimed.registration,
         principal,
         _slot: slot,
+        drain,
     })
 }
 

@@ -1,11 +1,13 @@
 //! One online user as senders see them: where their deliveries go, and the
 //! bounded backlog of messages on their way to them.
 //!
-//! Today a mailbox is always live: each message goes straight out on its own
-//! stream. This is where a recipient's stored backlog will drain, in order,
-//! before any later live message (protocol v2's store and forward).
+//! A mailbox is Live (each message goes straight out on its own stream, the
+//! zero-copy fast path), or Draining: an account's v2 session starts so while
+//! its stored backlog is delivered, and every Send to it meanwhile is stored
+//! behind the backlog instead, so no live message overtakes a stored one.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Semaphore, TryAcquireError};
@@ -26,6 +28,25 @@ pub(crate) struct Mailbox {
     /// Backlog budget in bytes (each message costs its frame bound plus
     /// [`DELIVERY_OVERHEAD_BYTES`]); closed when the user leaves.
     backlog: Semaphore,
+    /// Whether the stored backlog is still draining (checked without the lock
+    /// on the fast path; changed only under `drain`).
+    draining: AtomicBool,
+    /// Sends being stored while draining; the drain ends only at 0.
+    drain: Mutex<u32>,
+    /// Woken when a Send stored during the drain is committed.
+    stored: tokio::sync::Notify,
+}
+
+/// A Send being stored behind a draining backlog; dropping it tells the drain.
+pub(crate) struct Holding<'a>(&'a Mailbox);
+
+impl Drop for Holding<'_> {
+    fn drop(&mut self) {
+        let mut pending = self.0.drain.lock().unwrap_or_else(|e| e.into_inner());
+        *pending -= 1;
+        drop(pending);
+        self.0.stored.notify_one();
+    }
 }
 
 impl Mailbox {
@@ -36,13 +57,50 @@ impl Mailbox {
         device: Option<Fingerprint>,
         connection: quinn::Connection,
         backlog_bytes: usize,
+        draining: bool,
     ) -> Self {
         Mailbox {
             name,
             device,
             connection,
             backlog: Semaphore::new(backlog_bytes.min(Semaphore::MAX_PERMITS)),
+            draining: AtomicBool::new(draining),
+            drain: Mutex::new(0),
+            stored: tokio::sync::Notify::new(),
         }
+    }
+
+    /// While the backlog drains: a hold that makes the caller store its
+    /// message (the drain waits for it). `None` once the mailbox is live.
+    pub(crate) fn hold_if_draining(&self) -> Option<Holding<'_>> {
+        if !self.draining.load(Ordering::Acquire) {
+            return None;
+        }
+        let mut pending = self.drain.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.draining.load(Ordering::Acquire) {
+            return None;
+        }
+        *pending += 1;
+        Some(Holding(self))
+    }
+
+    /// The drain found the store empty: go live unless a Send is still being
+    /// stored (then wait for it and look again). True once live.
+    pub(crate) async fn go_live(&self) -> bool {
+        {
+            let pending = self.drain.lock().unwrap_or_else(|e| e.into_inner());
+            if *pending == 0 {
+                self.draining.store(false, Ordering::Release);
+                return true;
+            }
+        }
+        self.stored.notified().await;
+        false
+    }
+
+    /// The connection deliveries go out on.
+    pub(crate) fn connection(&self) -> &quinn::Connection {
+        &self.connection
     }
 
     /// Deliver `envelope` and say what happened, always within `deadline`. A

@@ -5,6 +5,7 @@ mod admission;
 mod config;
 pub mod console;
 mod delivery;
+mod drain;
 mod hello;
 mod ids;
 mod mailbox;
@@ -14,6 +15,7 @@ mod registry;
 mod router;
 mod session;
 mod state;
+mod stored;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,7 +30,7 @@ pub use crate::store::StoreError;
 pub use accounts::Operator;
 pub use admission::AdmissionStats;
 use admission::{Admission, Decision};
-pub use config::{AccountsConfig, AccountsMode, Limits, ServerConfig};
+pub use config::{AccountsConfig, AccountsMode, Limits, MailConfig, ServerConfig};
 use state::State;
 
 use crate::protocol::CloseCode;
@@ -110,11 +112,23 @@ impl Server {
             config.limits.max_connections_per_ip,
             config.limits.retry_above_handshakes,
         );
+        let mail_config = config.accounts.mail;
+        let mail = if mail_config.enabled && config.accounts.mode != AccountsMode::Off {
+            let caps = crate::store::MailCaps {
+                mailbox_messages: mail_config.mailbox_max_messages,
+                mailbox_bytes: mail_config.mailbox_max_bytes,
+                store_bytes: mail_config.store_max_bytes,
+            };
+            Some(stored::Mail::start(store.clone(), caps)?)
+        } else {
+            None
+        };
         let accounts =
             accounts::Accounts::new(store, config.accounts.mode, config.accounts.max_devices);
         let state = Arc::new(State::new(
             config.limits,
             accounts,
+            mail,
             id_prefix,
             SERVER_SOFTWARE.to_owned(),
         ));

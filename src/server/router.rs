@@ -17,16 +17,19 @@ use crate::protocol::{NameKey, Status, MAX_BODY_BYTES};
 pub(crate) struct Sender {
     /// The sender's registered name, stamped on every delivery.
     pub(crate) name: std::sync::Arc<str>,
+    /// The sender's account, if registered: only then is its mail stored.
+    pub(crate) account: Option<NameKey>,
     /// The sender's rate limit, if the server has one.
     pub(crate) rate: Option<Mutex<TokenBucket>>,
 }
 
 impl Sender {
     /// A sender named `name`, limited as `state`'s limits say.
-    pub(crate) fn new(name: std::sync::Arc<str>, state: &State) -> Self {
+    pub(crate) fn new(name: std::sync::Arc<str>, account: Option<NameKey>, state: &State) -> Self {
         let limits = &state.limits;
         Sender {
             name,
+            account,
             rate: (limits.rate_limit > 0.0)
                 .then(|| Mutex::new(TokenBucket::new(limits.rate_limit, limits.rate_burst))),
         }
@@ -58,24 +61,55 @@ pub(crate) async fn route_send(
     let Ok(key) = NameKey::new(to) else {
         return (id, Status::InvalidRecipient);
     };
-    let mailbox = match state.presence.locate(&key) {
-        Route::Local(mailbox) => mailbox,
-        Route::Unknown => return (id, Status::NotConnected),
-    };
+    let sent_at_ms = unix_ms();
     let envelope = Envelope {
         id,
         from: &from.name,
-        sent_at_ms: unix_ms(),
+        sent_at_ms,
         body,
     };
+    // Mail is stored only between accounts, and only if the server keeps mail.
+    let mail = state.mail.as_ref().zip(from.account);
+    let mailbox = match state.presence.locate(&key) {
+        Route::Local(mailbox) => mailbox,
+        Route::Unknown => {
+            return match mail {
+                // The store answers NotConnected for a name with no account.
+                Some((mail, sender)) => (id, mail.store(key, &envelope, sender).await),
+                None => (id, Status::NotConnected),
+            };
+        }
+    };
+    if let Some((mail, sender)) = mail {
+        if mailbox.is_account() {
+            if let Some(_hold) = mailbox.hold_if_draining() {
+                // Behind the backlog that is draining, never ahead of it.
+                return (id, mail.store(key, &envelope, sender).await);
+            }
+        }
+    }
+    let kept = mail
+        .filter(|_| mailbox.is_account())
+        .map(|m| (m, envelope.body.clone()));
     let outcome = mailbox
         .deliver(envelope, state.limits.delivery_timeout)
         .await;
-    (id, status_of(outcome))
+    match (outcome, kept) {
+        (DeliveryOutcome::Stopped | DeliveryOutcome::Lost, Some(((mail, sender), body))) => {
+            // Stored as it was sent: same id, same time.
+            let envelope = Envelope {
+                id,
+                from: &from.name,
+                sent_at_ms,
+                body,
+            };
+            (id, mail.store(key, &envelope, sender).await)
+        }
+        (outcome, _) => (id, status_of(outcome)),
+    }
 }
 
-/// What a sender is told about a live delivery. (Protocol v2 turns a stopped
-/// or lost delivery to a registered account into `Queued`, here.)
+/// What a sender is told about a live delivery that was not stored instead.
 fn status_of(outcome: DeliveryOutcome) -> Status {
     match outcome {
         DeliveryOutcome::Acked => Status::Delivered,

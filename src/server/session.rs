@@ -34,6 +34,7 @@ pub(crate) async fn run(
         registration,
         principal,
         _slot,
+        drain,
     }) = Box::pin(admit(incoming, slot, &state, remote)).await
     else {
         return;
@@ -42,8 +43,16 @@ pub(crate) async fn run(
     let span = tracing::info_span!("session", user = %name);
     async {
         info!(%remote, %version, "connected");
+        let account = match principal {
+            Principal::Member { key, .. } => Some(key),
+            Principal::Guest => None,
+        };
+        if let (true, Some(mail), Some(key)) = (drain, state.mail.clone(), account) {
+            let mailbox = Arc::clone(registration.mailbox());
+            tracker.spawn(super::drain::run(Arc::clone(&state), mail, mailbox, key));
+        }
         let session = Arc::new(Session {
-            sender: Sender::new(name, &state),
+            sender: Sender::new(name, account, &state),
             connection,
             version,
             principal,

@@ -6,6 +6,7 @@ use super::accounts::Accounts;
 use super::config::Limits;
 use super::ids::MessageIds;
 use super::presence::Presence;
+use super::stored::Mail;
 
 /// The server's shared state.
 #[derive(Debug)]
@@ -16,6 +17,8 @@ pub(crate) struct State {
     pub(crate) accounts: Accounts,
     /// The server's limits.
     pub(crate) limits: Limits,
+    /// Stored mail for accounts not connected; `None` with `--no-store`.
+    pub(crate) mail: Option<Mail>,
     /// Where message ids come from.
     pub(crate) ids: MessageIds,
     /// Name and version sent in `Welcome`.
@@ -28,12 +31,14 @@ impl State {
     pub(crate) fn new(
         limits: Limits,
         accounts: Accounts,
+        mail: Option<Mail>,
         id_prefix: u32,
         server_name: String,
     ) -> Self {
         State {
             presence: Presence::local(limits.max_connections),
             accounts,
+            mail,
             ids: MessageIds::new(id_prefix),
             limits,
             server_name,

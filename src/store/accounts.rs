@@ -291,7 +291,7 @@ impl Store {
 
     /// Delete the account `name`: the name and all its keys are free again.
     /// Returns the account as it was, or `None` if there was none.
-    // Part 2 deletes the account's mailbox in this same transaction.
+    /// Its mailbox is deleted in the same transaction.
     pub(crate) fn delete_account(
         &self,
         name: &NameKey,
@@ -312,6 +312,7 @@ impl Store {
                 }
             }
             accounts.remove(name.as_str())?;
+            super::mail::delete_mailbox(txn, name)?;
             Ok(Ok(account))
         })
         .map(Result::ok)

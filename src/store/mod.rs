@@ -1,11 +1,13 @@
 //! The server's durable database: one redb file in the data directory, holding
-//! the accounts of protocol v2 (and, later, the mailboxes of offline users).
+//! the accounts of protocol v2 and the mailboxes of offline accounts.
 //!
 //! - `schema`: the tables, the schema version and the boot epoch, checked and
 //!   bumped by [`Store::open`].
 //! - `record`: the on-disk encoding of an account, with its own version byte.
 //! - `accounts`: the account operations, each in one write transaction that
 //!   keeps the `accounts` table and its `devices` index consistent.
+//! - `mail`: the mailboxes (enqueue in batches, peek, ack, counts).
+//! - `writer`: the one thread that writes mail, with group commit.
 //!
 //! Every operation is synchronous (the server calls them from
 //! `spawn_blocking`), and every write commits with redb's default durability:
@@ -22,8 +24,14 @@
 //! lock behind). The refusal is [`StoreError::InUse`], at once, without waiting.
 
 mod accounts;
+mod mail;
 mod record;
 mod schema;
+mod writer;
+
+#[cfg_attr(not(test), allow(unused_imports))]
+pub(crate) use mail::{Enqueue, Enqueued, MailCaps, MailboxCount};
+pub(crate) use writer::MailWriter;
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -49,7 +57,7 @@ pub(crate) struct Store {
 }
 
 /// The state behind a [`Store`].
-struct Inner {
+pub(crate) struct Inner {
     /// The redb database; closed when the last clone is dropped.
     db: Database,
     /// The database file, for messages.
@@ -149,6 +157,21 @@ impl AccountRecord {
     }
 }
 
+/// A stored message, as kept for its recipient.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MailRecord {
+    /// The id its sender's Receipt carried.
+    pub(crate) id: u64,
+    /// The sender's name, as stamped on the delivery.
+    pub(crate) from: String,
+    /// When the server accepted it, Unix ms.
+    pub(crate) sent_at_ms: u64,
+    /// The text.
+    pub(crate) body: String,
+    /// The sender's account (lowercased name), if the sender was registered.
+    pub(crate) sender_account: Option<String>,
+}
+
 /// Why a registration was not carried out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Conflict {
@@ -198,6 +221,16 @@ impl Store {
     /// on each open after. Never repeats for a database, crashes included.
     pub(crate) fn boot_epoch(&self) -> u32 {
         self.inner.boot_epoch
+    }
+
+    /// A handle that does not keep the database open.
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    /// The store behind a [`Store::downgrade`] handle, while it is open.
+    pub(crate) fn upgrade(weak: &std::sync::Weak<Inner>) -> Option<Store> {
+        weak.upgrade().map(|inner| Store { inner })
     }
 
     /// The database file.
@@ -332,5 +365,7 @@ from_redb!(
     redb::CommitError
 );
 
+#[cfg(test)]
+mod mail_tests;
 #[cfg(test)]
 mod tests;

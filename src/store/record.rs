@@ -15,16 +15,29 @@
 //! device  := fingerprint:[u8; 32]  label:str  added_ms:u64  last_seen_ms:u64
 //! ```
 //!
+//! Version 1 of a stored message (the `mail` table, schema 2):
+//!
+//! ```text
+//! mail    := version:u8 (= 1)  id:u64  sent_at_ms:u64  from:str
+//!            has_account:u8 (0 or 1)  [account:str]  body:str
+//! ```
+//!
+//! `from` is the name as stamped on the delivery; `account` the lowercased
+//! name of the sender's account when the sender was registered.
+//!
 //! Decoding never trusts a length: a record that is truncated, has bytes left
 //! over, an unknown version, invalid UTF-8 or a count larger than its bytes
 //! could hold is a [`RecordError`], never a panic or a huge allocation.
 
 use crate::protocol::Fingerprint;
 
-use super::{AccountRecord, DeviceRecord};
+use super::{AccountRecord, DeviceRecord, MailRecord};
 
 /// The version byte of an account record written by this build.
 pub(crate) const ACCOUNT_VERSION: u8 = 1;
+
+/// The version byte of a mail record written by this build.
+pub(crate) const MAIL_VERSION: u8 = 1;
 
 /// The fewest bytes one encoded device takes (an empty label).
 const MIN_DEVICE_BYTES: usize = Fingerprint::LEN + 4 + 8 + 8;
@@ -59,6 +72,12 @@ pub(crate) enum RecordError {
     NotUtf8 {
         /// Where the string's bytes start.
         at: usize,
+    },
+    /// A presence flag other than 0 or 1.
+    #[error("flag byte {found} is neither 0 nor 1")]
+    BadFlag {
+        /// The byte found.
+        found: u8,
     },
     /// A device count that the remaining bytes cannot hold.
     #[error("{count} devices cannot fit in the {left} bytes left")]
@@ -130,6 +149,52 @@ pub(crate) fn decode_account(bytes: &[u8]) -> Result<AccountRecord, RecordError>
         name,
         created_ms,
         devices,
+    })
+}
+
+/// Encode a stored message as a version-1 mail record.
+pub(crate) fn encode_mail(mail: &MailRecord) -> Vec<u8> {
+    let account_len = mail.sender_account.as_ref().map_or(0, |a| 4 + a.len());
+    let mut out =
+        Vec::with_capacity(1 + 8 + 8 + 4 + mail.from.len() + 1 + account_len + 4 + mail.body.len());
+    out.push(MAIL_VERSION);
+    out.extend_from_slice(&mail.id.to_le_bytes());
+    out.extend_from_slice(&mail.sent_at_ms.to_le_bytes());
+    put_str(&mut out, &mail.from);
+    match &mail.sender_account {
+        Some(account) => {
+            out.push(1);
+            put_str(&mut out, account);
+        }
+        None => out.push(0),
+    }
+    put_str(&mut out, &mail.body);
+    out
+}
+
+/// Decode a mail record, whatever its bytes.
+pub(crate) fn decode_mail(bytes: &[u8]) -> Result<MailRecord, RecordError> {
+    let mut reader = Reader { bytes, at: 0 };
+    let version = reader.u8()?;
+    if version != MAIL_VERSION {
+        return Err(RecordError::UnknownVersion { found: version });
+    }
+    let id = reader.u64()?;
+    let sent_at_ms = reader.u64()?;
+    let from = reader.string()?;
+    let sender_account = match reader.u8()? {
+        0 => None,
+        1 => Some(reader.string()?),
+        found => return Err(RecordError::BadFlag { found }),
+    };
+    let body = reader.string()?;
+    reader.finish()?;
+    Ok(MailRecord {
+        id,
+        from,
+        sent_at_ms,
+        body,
+        sender_account,
     })
 }
 
@@ -240,6 +305,31 @@ mod tests {
                     last_seen_ms: u64::MAX,
                 },
             ],
+        }
+    }
+
+    #[test]
+    fn mail_round_trips_and_truncations_are_errors() {
+        for sender_account in [None, Some("alice".to_owned())] {
+            let mail = MailRecord {
+                id: 7 << 40 | 3,
+                from: "Alice".into(),
+                sent_at_ms: 1_764_000_000_123,
+                body: "hé".into(),
+                sender_account,
+            };
+            let bytes = encode_mail(&mail);
+            assert_eq!(bytes[0], MAIL_VERSION);
+            assert_eq!(decode_mail(&bytes), Ok(mail));
+            for len in 0..bytes.len() {
+                assert!(decode_mail(&bytes[..len]).is_err());
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert_eq!(
+                decode_mail(&longer),
+                Err(RecordError::TrailingBytes { extra: 1 })
+            );
         }
     }
 

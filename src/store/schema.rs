@@ -5,19 +5,25 @@
 //! | `meta` | `&str`: `schema_version`, `boot_epoch` | `u64` |
 //! | `accounts` | the lowercased name (`NameKey`) | an account record (`record.rs`) |
 //! | `devices` | the 32 fingerprint bytes | the owner's lowercased name |
+//! | `mail` | (recipient's lowercased name, seq) | a mail record (`record.rs`) |
+//! | `mailboxes` | the recipient's lowercased name | (next seq, messages, bytes) |
+//!
+//! `meta` also holds `mail_bytes`, the bytes of every mail record together.
+//! A message's `seq` is allocated from its mailbox's `next seq` in the
+//! transaction that stores it, so `mail` in key order is acceptance order.
+//! Schema history: 1 = accounts; 2 = 1 plus `mail` and `mailboxes`.
 //!
 //! The schema version says which tables exist and what their bytes mean. A
 //! build refuses a database whose version is newer than its own (it would
 //! ignore tables it does not know, and, say, delete an account but keep its
-//! mail) and upgrades an older one in the transaction that opens it. The
-//! mailboxes of part 2 are new tables and the next version.
+//! mail) and upgrades an older one in the transaction that opens it.
 
 use redb::{Database, ReadableTable, TableDefinition, TableHandle, WriteTransaction};
 
 use super::StoreError;
 
 /// The schema version this build writes and understands.
-pub(crate) const SCHEMA_VERSION: u32 = 1;
+pub(crate) const SCHEMA_VERSION: u32 = 2;
 
 /// Small values that describe the database itself.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
@@ -25,6 +31,13 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("meta")
 pub(crate) const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
 /// Which account each device fingerprint belongs to (its lowercased name).
 pub(crate) const DEVICES: TableDefinition<[u8; 32], &str> = TableDefinition::new("devices");
+/// Stored messages by (recipient's lowercased name, seq).
+pub(crate) const MAIL: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("mail");
+/// Per recipient: (next seq, messages, bytes).
+pub(crate) const MAILBOXES: TableDefinition<&str, (u64, u64, u64)> =
+    TableDefinition::new("mailboxes");
+/// The `meta` key of the bytes of all stored messages.
+pub(crate) const MAIL_BYTES_KEY: &str = "mail_bytes";
 
 /// The `meta` key of the schema version.
 pub(crate) const SCHEMA_VERSION_KEY: &str = "schema_version";
@@ -51,6 +64,8 @@ pub(crate) fn prepare(db: &Database) -> Result<u32, StoreError> {
     // always find every table.
     txn.open_table(ACCOUNTS)?;
     txn.open_table(DEVICES)?;
+    txn.open_table(MAIL)?;
+    txn.open_table(MAILBOXES)?;
     txn.commit()?;
     Ok(epoch)
 }
@@ -78,8 +93,13 @@ fn check_version(txn: &WriteTransaction) -> Result<(), StoreError> {
             found: u32::try_from(found).unwrap_or(u32::MAX),
             supported: SCHEMA_VERSION,
         }),
-        // Version 1 is the first: nothing to upgrade yet. Part 2 adds
-        // `Some(1) => create the mailbox tables, then write version 2`.
+        // Version 1 had no mail: its tables are created by `prepare`, in
+        // this same transaction, and the version says so.
+        Some(1) => {
+            meta.insert(SCHEMA_VERSION_KEY, u64::from(SCHEMA_VERSION))?;
+            meta.insert(MAIL_BYTES_KEY, 0)?;
+            Ok(())
+        }
         Some(_) => Ok(()),
     }
 }

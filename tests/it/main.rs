@@ -12,6 +12,7 @@ mod harness;
 mod identity;
 mod json;
 mod limits;
+mod mail;
 mod messaging;
 mod shutdown;
 mod soak;

@@ -1,0 +1,127 @@
+//! Draining an account's stored mail at the start of its v2 session: every
+//! stored message, in acceptance order, as the same `Deliver` a live one is
+//! (its original id, from and time), each on its own stream opened in order,
+//! a window of them in flight; each is removed from the store once its
+//! stream is acknowledged. Meanwhile the mailbox is Draining (Sends to it are
+//! stored behind the backlog); it goes Live once the store is empty.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::task::JoinSet;
+
+use super::delivery::{self, DeliveryOutcome, Envelope};
+use super::mailbox::Mailbox;
+use super::state::State;
+use super::stored::Mail;
+use crate::protocol::{CloseCode, NameKey};
+
+/// Messages read from the store at a time.
+const PAGE: usize = 64;
+/// Delivery streams in flight (unacknowledged) at once.
+const WINDOW: usize = 16;
+
+/// Deliver `key`'s stored mail on `mailbox`'s connection, then make it live.
+pub(crate) async fn run(state: Arc<State>, mail: Mail, mailbox: Arc<Mailbox>, key: NameKey) {
+    let mut from_seq = 0;
+    loop {
+        let store = mail.store.clone();
+        let page = tokio::task::spawn_blocking(move || store.peek(&key, from_seq, PAGE)).await;
+        let page = match page {
+            Ok(Ok(page)) => page,
+            Ok(Err(e)) => {
+                tracing::error!("cannot read stored mail: {e}");
+                // Mail stays stored; the mailbox stays Draining (Sends are
+                // stored) until the next session tries again.
+                return;
+            }
+            Err(_) => return,
+        };
+        if page.is_empty() {
+            if mailbox.go_live().await {
+                return;
+            }
+            continue;
+        }
+        let Some(&(last, _)) = page.last() else {
+            return;
+        };
+        from_seq = last + 1;
+        let (acked, go_on) = deliver_page(&state, &mailbox, page).await;
+        if !acked.is_empty() {
+            if let Err(e) = mail.writer.ack(key, acked).await {
+                tracing::error!("cannot remove delivered mail: {e}");
+            }
+        }
+        if !go_on {
+            return;
+        }
+    }
+}
+
+/// Deliver one page; the seqs acknowledged, and whether to go on.
+async fn deliver_page(
+    state: &State,
+    mailbox: &Mailbox,
+    page: Vec<(u64, crate::store::MailRecord)>,
+) -> (Vec<u64>, bool) {
+    let connection = mailbox.connection();
+    let deadline = state.limits.delivery_timeout;
+    let mut in_flight = JoinSet::new();
+    let mut acked = Vec::new();
+    let mut go_on = true;
+    for (seq, record) in page {
+        while go_on && in_flight.len() >= WINDOW {
+            let outcome = in_flight.join_next().await.and_then(Result::ok);
+            go_on = settle(connection, outcome, &mut acked);
+        }
+        if !go_on {
+            break;
+        }
+        let envelope = Envelope {
+            id: record.id,
+            from: &record.from,
+            sent_at_ms: record.sent_at_ms,
+            body: Bytes::from(record.body.into_bytes()),
+        };
+        let Some(frame) = delivery::frame(envelope) else {
+            continue;
+        };
+        // Opened here, one after another: stream order is acceptance order.
+        let Ok(Ok(stream)) = tokio::time::timeout(deadline, connection.open_uni()).await else {
+            go_on = false;
+            break;
+        };
+        in_flight.spawn(async move {
+            let outcome = tokio::time::timeout(deadline, delivery::write_and_wait(stream, frame))
+                .await
+                .unwrap_or(DeliveryOutcome::TimedOut);
+            (seq, outcome)
+        });
+    }
+    while let Some(outcome) = in_flight.join_next().await {
+        go_on &= settle(connection, outcome.ok(), &mut acked);
+    }
+    (acked, go_on)
+}
+
+/// Record what became of one drained message; whether to go on draining.
+fn settle(
+    connection: &quinn::Connection,
+    outcome: Option<(u64, DeliveryOutcome)>,
+    acked: &mut Vec<u64>,
+) -> bool {
+    match outcome {
+        Some((seq, DeliveryOutcome::Acked)) => {
+            acked.push(seq);
+            true
+        }
+        // Refused on this connection: it waits for the next session.
+        Some((_, DeliveryOutcome::Stopped | DeliveryOutcome::Oversized)) => true,
+        Some((_, DeliveryOutcome::TimedOut)) => {
+            CloseCode::TooSlow.close(connection, "too far behind on deliveries");
+            false
+        }
+        _ => false,
+    }
+}

@@ -1,0 +1,73 @@
+//! The server's side of store and forward: storing a message for an account
+//! that is not connected (through the group-committing writer), and what
+//! the sender is told about it.
+
+use std::time::Duration;
+
+use super::delivery::Envelope;
+use crate::protocol::{NameKey, Status};
+use crate::store::{Enqueue, Enqueued, MailCaps, MailRecord, MailWriter, Store, StoreError};
+
+/// How long a Send may wait for its message's commit before it is answered
+/// `RecipientBusy` (a live attempt may have taken up to 5 s of the 10 s).
+const STORE_DEADLINE: Duration = Duration::from_secs(4);
+
+/// Stored mail: the store to read, the writer to write.
+#[derive(Debug, Clone)]
+pub(crate) struct Mail {
+    pub(crate) store: Store,
+    pub(crate) writer: MailWriter,
+}
+
+impl Mail {
+    /// Start the writer of `store` with these caps.
+    pub(crate) fn start(store: Store, caps: MailCaps) -> Result<Mail, StoreError> {
+        let writer = MailWriter::spawn(store.clone(), caps)?;
+        Ok(Mail { store, writer })
+    }
+
+    /// Store `envelope` for the account `to` from `sender_account`; the
+    /// status once committed (or why not).
+    pub(crate) async fn store(
+        &self,
+        to: NameKey,
+        envelope: &Envelope<'_>,
+        sender_account: NameKey,
+    ) -> Status {
+        let mail = MailRecord {
+            id: envelope.id,
+            from: envelope.from.to_owned(),
+            sent_at_ms: envelope.sent_at_ms,
+            body: String::from_utf8_lossy(&envelope.body).into_owned(),
+            sender_account: Some(sender_account.as_str().to_owned()),
+        };
+        let stored =
+            tokio::time::timeout(STORE_DEADLINE, self.writer.enqueue(Enqueue { to, mail }));
+        match stored.await {
+            Ok(Ok(Enqueued::Stored(_))) => Status::Queued,
+            Ok(Ok(Enqueued::NotRegistered)) => Status::NotConnected,
+            Ok(Ok(Enqueued::Full)) => Status::RecipientBusy,
+            Ok(Err(e)) => {
+                tracing::error!("cannot store a message: {e}");
+                Status::RecipientBusy
+            }
+            Err(_elapsed) => {
+                tracing::error!("storing a message took over {STORE_DEADLINE:?}");
+                Status::RecipientBusy
+            }
+        }
+    }
+
+    /// Messages waiting for `key` (0 if the store cannot tell).
+    pub(crate) async fn waiting(&self, key: NameKey) -> u64 {
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.mailbox_count(&key)).await {
+            Ok(Ok(count)) => count.messages,
+            Ok(Err(e)) => {
+                tracing::error!("cannot count stored mail: {e}");
+                0
+            }
+            Err(_) => 0,
+        }
+    }
+}
