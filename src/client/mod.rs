@@ -18,7 +18,7 @@ mod incoming;
 pub use config::ClientConfig;
 pub use connector::Connector;
 pub use error::{ClientError, Disconnect, HandshakeFailure};
-pub use incoming::{ClientEvent, Incoming, Message};
+pub use incoming::{ClientEvent, Incoming, LateReceipt, Message, SeenIds, SEEN_IDS};
 
 use connector::Timeouts;
 
@@ -86,6 +86,7 @@ impl Client {
         endpoint: quinn::Endpoint,
         username: &str,
         timeouts: Timeouts,
+        seen: SeenIds,
     ) -> Result<(Client, Incoming), ClientError> {
         let Some(version) = Version::of_connection(&connection) else {
             return Err(protocol_violation(
@@ -136,7 +137,7 @@ impl Client {
                 ))
             }
         };
-        let incoming = Incoming::spawn(connection.clone(), version);
+        let incoming = Incoming::spawn(connection.clone(), version, seen);
         let client = Client {
             endpoint,
             connection,
