@@ -4,7 +4,7 @@
 use time::{OffsetDateTime, UtcOffset};
 
 use super::sanitize::sanitize;
-use crate::client::{ClientError, Message, Receipt};
+use crate::client::{ClientError, LateReceipt, Message, Receipt};
 use crate::protocol::{Account, Device, Fingerprint, Status};
 
 /// The line printed when the server shuts down.
@@ -27,8 +27,17 @@ pub(crate) enum Event<'a> {
         /// What the Hello did to the account; `None` on a v1 server.
         account: Option<Account>,
     },
+    /// This many stored messages follow the welcome (protocol v2's `queued`).
+    Waited(u32),
     /// Someone sent us a message.
     Message(&'a Message),
+    /// What finally became of a message we sent that was answered `Queued`.
+    Late {
+        /// The id and the outcome.
+        receipt: LateReceipt,
+        /// The recipient and the start of the body, if this chat sent it.
+        sent: Option<(&'a str, &'a str)>,
+    },
     /// The server's receipt for a message we sent.
     Sent {
         /// The recipient as typed.
@@ -123,6 +132,35 @@ pub(crate) fn device_lines(devices: &[Device], offset: UtcOffset, zone: &str) ->
     text
 }
 
+/// The line before the stored messages that follow the welcome.
+pub(crate) fn waited_line(count: u32) -> String {
+    match count {
+        1 => "1 message waited for you".to_owned(),
+        n => format!("{n} messages waited for you"),
+    }
+}
+
+/// What became of a queued message, in words: `delivered` or `expired`.
+pub(crate) fn late_word(status: Status) -> &'static str {
+    match status {
+        Status::Expired => "expired",
+        Status::Delivered => "delivered",
+        other => other.name(),
+    }
+}
+
+/// The plain line for a late receipt (the recipient sanitised).
+pub(crate) fn late_line(receipt: LateReceipt, to: Option<&str>) -> String {
+    let what = match to {
+        Some(to) => format!("message to {}", sanitize(to)),
+        None => format!("message {}", receipt.id),
+    };
+    match receipt.status {
+        Status::Expired => format!("{what} expired unread"),
+        status => format!("{what} was {}", late_word(status)),
+    }
+}
+
 /// The greeting once the server accepted us (names sanitised).
 pub(crate) fn welcome_line(server: &str, online: u32, username: &str) -> String {
     format!(
@@ -197,6 +235,25 @@ mod tests {
                  * {fp}  first device  added 2023-11-14 22:13 UTC  last seen 2023-11-14 22:14 UTC\n  \
                  {zero}  ph^[one  added 2023-11-14 22:13 UTC  last seen never"
             )
+        );
+    }
+
+    #[test]
+    fn stored_messages_and_late_receipts_have_lines() {
+        assert_eq!(waited_line(1), "1 message waited for you");
+        assert_eq!(waited_line(3), "3 messages waited for you");
+        let late = |status| LateReceipt { id: 7, status };
+        assert_eq!(
+            late_line(late(Status::Delivered), Some("bob")),
+            "message to bob was delivered"
+        );
+        assert_eq!(
+            late_line(late(Status::Expired), Some("b\x1bob")),
+            "message to b^[ob expired unread"
+        );
+        assert_eq!(
+            late_line(late(Status::Delivered), None),
+            "message 7 was delivered"
         );
     }
 

@@ -15,13 +15,51 @@ use super::event::Event;
 use super::look::Look;
 use super::names::OnlineNames;
 use crate::client::{Client, ClientError, ClientEvent, Disconnect, Incoming, Receipt};
-use crate::protocol::{Device, DeviceOp};
+use crate::protocol::{Device, DeviceOp, Status};
 
 /// How often the list of online names (for completion) is refreshed.
 const NAMES_REFRESH: Duration = Duration::from_secs(60);
 
 /// Requests (sends, user lists) in flight at once before input waits.
 const MAX_PENDING: usize = 256;
+
+/// Queued sends remembered for their late receipts; the oldest is forgotten
+/// first (its late receipt then shows by id).
+const QUEUED_REMEMBERED: usize = 1024;
+
+/// Characters of a queued message's body shown again with its late receipt.
+const PREVIEW_CHARS: usize = 40;
+
+/// The recipient and body preview of each send answered `Queued`, by id, so
+/// its late receipt can say which message it is about. Bounded.
+#[derive(Debug, Default)]
+struct QueuedSends {
+    sent: std::collections::HashMap<u64, (String, String)>,
+    order: std::collections::VecDeque<u64>,
+}
+
+impl QueuedSends {
+    fn remember(&mut self, id: u64, to: &str, body: &str) {
+        let mut preview: String = body.chars().take(PREVIEW_CHARS).collect();
+        if body.chars().nth(PREVIEW_CHARS).is_some() {
+            preview.push('…');
+        }
+        if self.sent.insert(id, (to.to_owned(), preview)).is_none() {
+            self.order.push_back(id);
+        }
+        while self.order.len() > QUEUED_REMEMBERED {
+            if let Some(oldest) = self.order.pop_front() {
+                self.sent.remove(&oldest);
+            }
+        }
+    }
+
+    /// The send `id` was, forgotten now that its outcome is known (its id
+    /// stays in `order` until it ages out, which keeps the bound).
+    fn take(&mut self, id: u64) -> Option<(String, String)> {
+        self.sent.remove(&id)
+    }
+}
 
 /// How the chat session ended normally.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,6 +142,10 @@ pub async fn run_session<W: Write>(
             account: welcome.account,
         },
     )?;
+    if welcome.queued > 0 {
+        show(look, out, &Event::Waited(welcome.queued))?;
+    }
+    let mut queued = QueuedSends::default();
     let client = Arc::new(client);
     let mut pending: JoinSet<Answer> = JoinSet::new();
     let mut refresh = tokio::time::interval(NAMES_REFRESH);
@@ -126,11 +168,11 @@ pub async fn run_session<W: Write>(
             _ = shutdown.cancelled(), if !leaving => leaving = true,
             Some(answer) = pending.join_next(), if !pending.is_empty() => {
                 if let Ok(answer) = answer {
-                    show_answer(answer, frontend, out)?;
+                    show_answer(answer, frontend, &mut queued, out)?;
                 }
             }
             event = incoming.next() => match event {
-                Ok(event) => show_event(&event, frontend, out)?,
+                Ok(event) => show_event(&event, frontend, &mut queued, out)?,
                 Err(disconnect) => break Some(disconnect),
             },
             _ = refresh.tick(), if tracking && !leaving => {
@@ -145,7 +187,7 @@ pub async fn run_session<W: Write>(
         None => {
             // Show what has already arrived before leaving.
             while let Some(event) = incoming.try_next() {
-                show_event(&event, frontend, out)?;
+                show_event(&event, frontend, &mut queued, out)?;
             }
             client.close_ref().await;
             Ok(Outcome::Left)
@@ -223,6 +265,7 @@ async fn devices(client: &Client, command: DevicesCommand) -> Result<Vec<Device>
 fn show_event<W: Write>(
     event: &ClientEvent,
     frontend: &Frontend,
+    queued: &mut QueuedSends,
     out: &mut W,
 ) -> std::io::Result<()> {
     match event {
@@ -232,28 +275,50 @@ fn show_event<W: Write>(
             }
             show(&frontend.look, out, &Event::Message(message))
         }
+        ClientEvent::Receipt(receipt) => {
+            let sent = queued.take(receipt.id);
+            let sent = sent.as_ref().map(|(to, body)| (to.as_str(), body.as_str()));
+            show(
+                &frontend.look,
+                out,
+                &Event::Late {
+                    receipt: *receipt,
+                    sent,
+                },
+            )
+        }
         // Events a later protocol adds are not shown by this version.
         #[allow(unreachable_patterns)]
         _ => Ok(()),
     }
 }
 
-fn show_answer<W: Write>(answer: Answer, frontend: &Frontend, out: &mut W) -> std::io::Result<()> {
+fn show_answer<W: Write>(
+    answer: Answer,
+    frontend: &Frontend,
+    queued: &mut QueuedSends,
+    out: &mut W,
+) -> std::io::Result<()> {
     let look = &frontend.look;
     match answer {
         Answer::Sent {
             to,
             body,
             result: Ok(receipt),
-        } => show(
-            look,
-            out,
-            &Event::Sent {
-                to: &to,
-                body: &body,
-                receipt,
-            },
-        ),
+        } => {
+            if receipt.status == Status::Queued {
+                queued.remember(receipt.id, &to, &body);
+            }
+            show(
+                look,
+                out,
+                &Event::Sent {
+                    to: &to,
+                    body: &body,
+                    receipt,
+                },
+            )
+        }
         Answer::Sent {
             to,
             body,
@@ -292,5 +357,29 @@ fn show<W: Write>(look: &Look, out: &mut W, event: &Event<'_>) -> std::io::Resul
             out.flush()
         }
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queued_sends_are_remembered_with_a_preview_and_bounded() {
+        let mut queued = QueuedSends::default();
+        let long = "x".repeat(100);
+        queued.remember(1, "bob", &long);
+        let (to, preview) = queued.take(1).unwrap();
+        assert_eq!(to, "bob");
+        assert_eq!(preview.chars().count(), PREVIEW_CHARS + 1);
+        assert!(preview.ends_with('…'));
+        assert_eq!(queued.take(1), None, "taken once");
+        for id in 0..QUEUED_REMEMBERED as u64 + 5 {
+            queued.remember(id, "bob", "hi");
+        }
+        assert!(queued.order.len() <= QUEUED_REMEMBERED);
+        assert!(queued.sent.len() <= QUEUED_REMEMBERED);
+        assert_eq!(queued.take(0), None, "the oldest is forgotten");
+        assert_eq!(queued.take(10).unwrap().1, "hi");
     }
 }

@@ -26,8 +26,15 @@ enum JsonEvent<'a> {
     },
     Receipt {
         id: u64,
-        to: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        to: Option<&'a str>,
         status: &'static str,
+        /// A late receipt (protocol v2): the final outcome of a queued message.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        late: bool,
+    },
+    Waited {
+        count: u32,
     },
     Users {
         names: &'a [String],
@@ -115,9 +122,17 @@ pub(super) fn event(event: &Event<'_>) -> String {
         },
         Event::Sent { to, receipt, .. } => JsonEvent::Receipt {
             id: receipt.id,
-            to,
+            to: Some(to),
             status: status_name(receipt.status),
+            late: false,
         },
+        Event::Late { receipt, sent } => JsonEvent::Receipt {
+            id: receipt.id,
+            to: sent.map(|(to, _)| to),
+            status: status_name(receipt.status),
+            late: true,
+        },
+        Event::Waited(count) => JsonEvent::Waited { count: *count },
         Event::SendFailed { to, error, .. } => JsonEvent::Error {
             message: format!("message to {to} not sent: {error}"),
         },
@@ -222,6 +237,38 @@ mod tests {
         let line = super::event(event);
         assert!(!line.contains('\n'), "{line}");
         serde_json::from_str(&line).unwrap()
+    }
+
+    #[test]
+    fn queued_sends_late_receipts_and_stored_messages_have_events() {
+        let late = |status, sent| Event::Late {
+            receipt: crate::client::LateReceipt { id: 7, status },
+            sent,
+        };
+        assert_eq!(
+            parsed(&late(Status::Delivered, Some(("bob", "hi")))),
+            json!({"event":"receipt","id":7,"to":"bob","status":"delivered","late":true})
+        );
+        assert_eq!(
+            parsed(&late(Status::Expired, None)),
+            json!({"event":"receipt","id":7,"status":"expired","late":true})
+        );
+        assert_eq!(
+            parsed(&Event::Waited(3)),
+            json!({"event":"waited","count":3})
+        );
+        let queued = Event::Sent {
+            to: "bob",
+            body: "x",
+            receipt: Receipt {
+                id: 7,
+                status: Status::Queued,
+            },
+        };
+        assert_eq!(
+            parsed(&queued),
+            json!({"event":"receipt","id":7,"to":"bob","status":"queued"})
+        );
     }
 
     #[test]

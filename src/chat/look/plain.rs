@@ -2,7 +2,8 @@
 
 use crate::chat::command;
 use crate::chat::event::{
-    account_line, device_lines, status_line, welcome_line, Event, REPLACED_LINE, SHUTDOWN_LINE,
+    account_line, device_lines, late_line, status_line, waited_line, welcome_line, Event,
+    REPLACED_LINE, SHUTDOWN_LINE,
 };
 use crate::chat::sanitize::sanitize;
 
@@ -19,9 +20,11 @@ pub(super) fn format(event: &Event<'_>) -> Option<String> {
             welcome_line(server, *online, username),
             account_line(*account, username)
         ),
+        Event::Waited(count) => waited_line(*count),
         Event::Message(message) => {
             format!("{}: {}", sanitize(&message.from), sanitize(&message.body))
         }
+        Event::Late { receipt, sent } => late_line(*receipt, sent.map(|(to, _)| to)),
         Event::Sent { to, receipt, .. } => return status_line(to, receipt.status),
         Event::SendFailed { to, error, .. } => {
             format!(
