@@ -10,6 +10,15 @@ use crate::protocol::{Account, Device, Fingerprint, Status};
 /// The line printed when the server shuts down.
 pub(crate) const SHUTDOWN_LINE: &str = "Server has shut down, exiting...";
 
+/// The line printed when the connection is lost and the chat reconnects.
+pub(crate) const LOST_LINE: &str = "connection lost; reconnecting…";
+
+/// The line printed once the chat is connected again.
+pub(crate) const RECONNECTED_LINE: &str = "reconnected";
+
+/// Why a message typed while reconnecting was not sent.
+pub(crate) const OFFLINE_WHY: &str = "not connected (reconnecting…)";
+
 /// The line printed when the account signed in elsewhere (close code 5).
 pub(crate) const REPLACED_LINE: &str = "signed in elsewhere";
 
@@ -68,6 +77,19 @@ pub(crate) enum Event<'a> {
     Help,
     /// An input line that is not a command; the text is a one-line hint.
     Invalid(&'a str),
+    /// A send typed while the chat is reconnecting: not sent.
+    Offline {
+        /// The recipient as typed.
+        to: &'a str,
+        /// The message as typed.
+        body: &'a str,
+    },
+    /// The connection was lost; the chat is reconnecting.
+    Lost,
+    /// The chat is connected again.
+    Reconnected,
+    /// Reconnecting was refused; the chat ends.
+    ReconnectFailed(&'a ClientError),
     /// The server shut down.
     Shutdown,
     /// The account signed in elsewhere, or this device was removed (close code 5).

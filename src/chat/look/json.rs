@@ -5,7 +5,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::chat::command::{self, Command, DevicesCommand};
-use crate::chat::event::{account_name, device_fingerprint, Event, REPLACED_LINE};
+use crate::chat::event::{
+    account_name, device_fingerprint, Event, LOST_LINE, OFFLINE_WHY, REPLACED_LINE,
+};
 use crate::protocol::Status;
 
 /// One output line.
@@ -48,6 +50,10 @@ enum JsonEvent<'a> {
     Error {
         message: String,
     },
+    ConnectionLost {
+        message: &'static str,
+    },
+    Reconnected {},
     Shutdown {},
     Replaced {
         message: &'static str,
@@ -161,6 +167,14 @@ pub(super) fn event(event: &Event<'_>) -> String {
         Event::Invalid(hint) => JsonEvent::Error {
             message: (*hint).to_owned(),
         },
+        Event::Offline { to, .. } => JsonEvent::Error {
+            message: format!("message to {to} not sent: {OFFLINE_WHY}"),
+        },
+        Event::Lost => JsonEvent::ConnectionLost { message: LOST_LINE },
+        Event::Reconnected => JsonEvent::Reconnected {},
+        Event::ReconnectFailed(error) => JsonEvent::Error {
+            message: format!("cannot reconnect: {error}"),
+        },
         Event::Shutdown => JsonEvent::Shutdown {},
         Event::Replaced => JsonEvent::Replaced {
             message: REPLACED_LINE,
@@ -252,6 +266,18 @@ mod tests {
         assert_eq!(
             parsed(&late(Status::Expired, None)),
             json!({"event":"receipt","id":7,"status":"expired","late":true})
+        );
+        assert_eq!(
+            parsed(&Event::Lost),
+            json!({"event":"connection_lost","message":"connection lost; reconnecting…"})
+        );
+        assert_eq!(parsed(&Event::Reconnected), json!({"event":"reconnected"}));
+        assert_eq!(
+            parsed(&Event::Offline {
+                to: "bob",
+                body: "hi"
+            })["event"],
+            "error"
         );
         assert_eq!(
             parsed(&Event::Waited(3)),

@@ -5,6 +5,7 @@ use crate::chat::event::{
     account_line, device_lines, late_line, status_line, waited_line, welcome_line, Event,
     REPLACED_LINE, SHUTDOWN_LINE,
 };
+use crate::chat::event::{LOST_LINE, OFFLINE_WHY, RECONNECTED_LINE};
 use crate::chat::sanitize::sanitize;
 
 /// The plain line for `event`; `None` shows nothing.
@@ -44,6 +45,12 @@ pub(super) fn format(event: &Event<'_>) -> Option<String> {
         Event::DevicesFailed(why) => format!("devices: {}", sanitize(why)),
         Event::Help => command::help().to_owned(),
         Event::Invalid(hint) => sanitize(hint).into_owned(),
+        Event::Offline { to, .. } => format!("message to {} not sent: {OFFLINE_WHY}", sanitize(to)),
+        Event::Lost => LOST_LINE.to_owned(),
+        Event::Reconnected => RECONNECTED_LINE.to_owned(),
+        Event::ReconnectFailed(error) => {
+            format!("cannot reconnect: {}", sanitize(&error.to_string()))
+        }
         Event::Shutdown => SHUTDOWN_LINE.to_owned(),
         Event::Replaced => REPLACED_LINE.to_owned(),
     })

@@ -10,6 +10,7 @@ use crate::chat::event::{
     account_line, device_lines, late_word, status_line, waited_line, welcome_line, Event,
     REPLACED_LINE, SHUTDOWN_LINE,
 };
+use crate::chat::event::{LOST_LINE, OFFLINE_WHY, RECONNECTED_LINE};
 use crate::chat::sanitize::sanitize;
 use crate::protocol::Status;
 
@@ -115,6 +116,16 @@ impl Pretty {
             Event::DevicesFailed(why) => self.paint(FAIL, &format!("✗ devices: {}", sanitize(why))),
             Event::Help => command::help().to_owned(),
             Event::Invalid(hint) => self.paint(WARN, &sanitize(hint)),
+            Event::Offline { to, body } => {
+                let why = format!("✗ not sent: {OFFLINE_WHY}");
+                format!("{} {}", self.echo(to, body, now_ms), self.paint(FAIL, &why))
+            }
+            Event::Lost => self.paint(WARN, LOST_LINE),
+            Event::Reconnected => self.paint(OK, RECONNECTED_LINE),
+            Event::ReconnectFailed(error) => self.paint(
+                FAIL,
+                &format!("✗ cannot reconnect: {}", sanitize(&error.to_string())),
+            ),
             Event::Shutdown => self.paint(BOLD, SHUTDOWN_LINE),
             Event::Replaced => self.paint(FAIL, REPLACED_LINE),
         })
