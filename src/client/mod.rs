@@ -237,6 +237,18 @@ impl Client {
         }
     }
 
+    /// Move this client's endpoint (and with it every connection of its
+    /// [`Connector`]) to a new UDP socket, as when the network changes: QUIC
+    /// migrates the connection to the new address, and the chat goes on.
+    pub fn rebind(&self, socket: std::net::UdpSocket) -> std::io::Result<()> {
+        self.endpoint.rebind(socket)
+    }
+
+    /// The local address of this client's UDP socket.
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.endpoint.local_addr()
+    }
+
     /// The underlying QUIC connection (for tests and tools that need transport details).
     pub fn connection(&self) -> &quinn::Connection {
         &self.connection

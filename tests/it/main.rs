@@ -13,6 +13,7 @@ mod identity;
 mod json;
 mod limits;
 mod messaging;
+mod reconnect;
 mod shutdown;
 mod soak;
 mod terminal;
