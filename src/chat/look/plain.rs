@@ -121,4 +121,44 @@ mod tests {
         );
         assert_eq!(format(&Event::Shutdown), Some(SHUTDOWN_LINE.to_owned()));
     }
+
+    #[test]
+    fn reconnecting_and_stored_messages_have_plain_lines() {
+        assert_eq!(
+            format(&Event::Lost),
+            Some("connection lost; reconnecting…".into())
+        );
+        assert_eq!(format(&Event::Reconnected), Some("reconnected".into()));
+        assert_eq!(
+            format(&Event::Offline {
+                to: "bob",
+                body: "hi"
+            }),
+            Some("message to bob not sent: not connected (reconnecting…)".into())
+        );
+        assert_eq!(
+            format(&Event::Waited(1)),
+            Some("1 message waited for you".into())
+        );
+        let late = Event::Late {
+            receipt: crate::client::LateReceipt {
+                id: 7,
+                status: Status::Delivered,
+            },
+            sent: Some(("bob", "hi")),
+        };
+        assert_eq!(format(&late), Some("message to bob was delivered".into()));
+        let queued = Event::Sent {
+            to: "bob",
+            body: "hi",
+            receipt: Receipt {
+                id: 7,
+                status: Status::Queued,
+            },
+        };
+        assert_eq!(
+            format(&queued),
+            Some("bob is offline; the message will be delivered when they connect".into())
+        );
+    }
 }
