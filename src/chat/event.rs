@@ -4,11 +4,20 @@
 use time::{OffsetDateTime, UtcOffset};
 
 use super::sanitize::sanitize;
-use crate::client::{ClientError, Message, Receipt};
+use crate::client::{ClientError, LateReceipt, Message, Receipt};
 use crate::protocol::{Account, Device, Fingerprint, Status};
 
 /// The line printed when the server shuts down.
 pub(crate) const SHUTDOWN_LINE: &str = "Server has shut down, exiting...";
+
+/// The line printed when the connection is lost and the chat reconnects.
+pub(crate) const LOST_LINE: &str = "connection lost; reconnecting…";
+
+/// The line printed once the chat is connected again.
+pub(crate) const RECONNECTED_LINE: &str = "reconnected";
+
+/// Why a message typed while reconnecting was not sent.
+pub(crate) const OFFLINE_WHY: &str = "not connected (reconnecting…)";
 
 /// The line printed when the account signed in elsewhere (close code 5).
 pub(crate) const REPLACED_LINE: &str = "signed in elsewhere";
@@ -27,8 +36,17 @@ pub(crate) enum Event<'a> {
         /// What the Hello did to the account; `None` on a v1 server.
         account: Option<Account>,
     },
+    /// This many stored messages follow the welcome (protocol v2's `queued`).
+    Waited(u32),
     /// Someone sent us a message.
     Message(&'a Message),
+    /// What finally became of a message we sent that was answered `Queued`.
+    Late {
+        /// The id and the outcome.
+        receipt: LateReceipt,
+        /// The recipient and the start of the body, if this chat sent it.
+        sent: Option<(&'a str, &'a str)>,
+    },
     /// The server's receipt for a message we sent.
     Sent {
         /// The recipient as typed.
@@ -59,6 +77,19 @@ pub(crate) enum Event<'a> {
     Help,
     /// An input line that is not a command; the text is a one-line hint.
     Invalid(&'a str),
+    /// A send typed while the chat is reconnecting: not sent.
+    Offline {
+        /// The recipient as typed.
+        to: &'a str,
+        /// The message as typed.
+        body: &'a str,
+    },
+    /// The connection was lost; the chat is reconnecting.
+    Lost,
+    /// The chat is connected again.
+    Reconnected,
+    /// Reconnecting was refused; the chat ends.
+    ReconnectFailed(&'a ClientError),
     /// The server shut down.
     Shutdown,
     /// The account signed in elsewhere, or this device was removed (close code 5).
@@ -121,6 +152,35 @@ pub(crate) fn device_lines(devices: &[Device], offset: UtcOffset, zone: &str) ->
         ));
     }
     text
+}
+
+/// The line before the stored messages that follow the welcome.
+pub(crate) fn waited_line(count: u32) -> String {
+    match count {
+        1 => "1 message waited for you".to_owned(),
+        n => format!("{n} messages waited for you"),
+    }
+}
+
+/// What became of a queued message, in words: `delivered` or `expired`.
+pub(crate) fn late_word(status: Status) -> &'static str {
+    match status {
+        Status::Expired => "expired",
+        Status::Delivered => "delivered",
+        other => other.name(),
+    }
+}
+
+/// The plain line for a late receipt (the recipient sanitised).
+pub(crate) fn late_line(receipt: LateReceipt, to: Option<&str>) -> String {
+    let what = match to {
+        Some(to) => format!("message to {}", sanitize(to)),
+        None => format!("message {}", receipt.id),
+    };
+    match receipt.status {
+        Status::Expired => format!("{what} expired unread"),
+        status => format!("{what} was {}", late_word(status)),
+    }
 }
 
 /// The greeting once the server accepted us (names sanitised).
@@ -197,6 +257,25 @@ mod tests {
                  * {fp}  first device  added 2023-11-14 22:13 UTC  last seen 2023-11-14 22:14 UTC\n  \
                  {zero}  ph^[one  added 2023-11-14 22:13 UTC  last seen never"
             )
+        );
+    }
+
+    #[test]
+    fn stored_messages_and_late_receipts_have_lines() {
+        assert_eq!(waited_line(1), "1 message waited for you");
+        assert_eq!(waited_line(3), "3 messages waited for you");
+        let late = |status| LateReceipt { id: 7, status };
+        assert_eq!(
+            late_line(late(Status::Delivered), Some("bob")),
+            "message to bob was delivered"
+        );
+        assert_eq!(
+            late_line(late(Status::Expired), Some("b\x1bob")),
+            "message to b^[ob expired unread"
+        );
+        assert_eq!(
+            late_line(late(Status::Delivered), None),
+            "message 7 was delivered"
         );
     }
 

@@ -20,7 +20,7 @@ mod terminal;
 
 pub use look::{Look, Pretty};
 pub use names::OnlineNames;
-pub use session::{run_session, Frontend, Outcome, SessionError};
+pub use session::{run_session, run_session_reconnecting, Frontend, Outcome, SessionError};
 pub use terminal::TerminalError;
 
 use std::ffi::OsString;
@@ -30,7 +30,7 @@ use time::UtcOffset;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::client::{Client, ClientConfig, ClientError};
+use crate::client::{ClientConfig, ClientError, Connector};
 use terminal::Terminal;
 
 /// Input lines waiting for the loop.
@@ -95,7 +95,28 @@ pub async fn run(
     env: TerminalEnv,
     shutdown: CancellationToken,
 ) -> Result<Outcome, ChatError> {
-    let (client, incoming) = Client::connect(config).await?;
+    let connect = async {
+        let connector = Connector::new(config).await?;
+        let (client, incoming) = connector.connect(&config.username).await?;
+        Ok::<_, ClientError>((connector, client, incoming))
+    };
+    let (connector, client, incoming) = tokio::time::timeout(config.connect_timeout, connect)
+        .await
+        .map_err(|_| ClientError::Timeout(config.server.clone()))??;
+    let result = chat(connector.clone(), client, incoming, env, shutdown).await;
+    // Make sure the BYE is on the wire before the caller exits.
+    connector.wait_idle(config.close_timeout).await;
+    result
+}
+
+/// The chat on a connection made by `connector` (which reconnects it if lost).
+async fn chat(
+    connector: Connector,
+    client: crate::client::Client,
+    incoming: crate::client::Incoming,
+    env: TerminalEnv,
+    shutdown: CancellationToken,
+) -> Result<Outcome, ChatError> {
     let (lines_tx, lines) = mpsc::channel(LINES_BUFFER);
     // Ctrl-C in the editor leaves too, without cancelling the caller's token.
     let leave = shutdown.child_token();
@@ -110,9 +131,11 @@ pub async fn run(
             Frontend::plain()
         };
         let mut out = std::io::stdout();
-        return run_session(client, incoming, lines, &mut out, &frontend, leave)
-            .await
-            .map_err(ChatError::Session);
+        return run_session_reconnecting(
+            connector, client, incoming, lines, &mut out, &frontend, leave,
+        )
+        .await
+        .map_err(ChatError::Session);
     }
     let colour = look::colour_wanted(env.no_color.as_deref(), env.stdout_is_terminal);
     let names = OnlineNames::default();
@@ -122,7 +145,16 @@ pub async fn run(
     };
     let history = terminal::history_path(env.xdg_state_home, env.home);
     let mut terminal = Terminal::start(lines_tx, names, history, leave.clone())?;
-    let result = run_session(client, incoming, lines, terminal.out(), &frontend, leave).await;
+    let result = run_session_reconnecting(
+        connector,
+        client,
+        incoming,
+        lines,
+        terminal.out(),
+        &frontend,
+        leave,
+    )
+    .await;
     terminal.finish();
     result.map_err(ChatError::Session)
 }

@@ -5,16 +5,19 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::{Client, ClientConfig, ClientError, HandshakeFailure, Incoming};
+use super::{Client, ClientConfig, ClientError, HandshakeFailure, Incoming, SeenIds};
 use crate::tls;
 
 /// Makes connections to one server: the CA, TLS settings (and so TLS session
 /// tickets for resumption), the identity and the UDP socket are set up once
 /// and shared. Every connection it makes presents the same identity, so a
-/// session resumed here is always one of that identity.
+/// session resumed here is always one of that identity. The ids of messages
+/// and late receipts received are shared by its connections too (see
+/// [`SeenIds`]), so one delivered again after a reconnect is dropped.
 #[derive(Debug, Clone)]
 pub struct Connector {
     endpoint: quinn::Endpoint,
+    seen: SeenIds,
     addr: SocketAddr,
     server: String,
     server_name: String,
@@ -58,6 +61,7 @@ impl Connector {
         endpoint.set_default_client_config(client_config);
         Ok(Connector {
             endpoint,
+            seen: SeenIds::default(),
             addr,
             server: config.server.clone(),
             server_name: config.server_name.clone().unwrap_or(host),
@@ -88,6 +92,7 @@ impl Connector {
             self.endpoint.clone(),
             username,
             self.timeouts,
+            self.seen.clone(),
         )
         .await
         .map_err(|error| self.handshake_failure(&connection, error))

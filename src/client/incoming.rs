@@ -1,6 +1,9 @@
 //! What the server pushes to us: [`Incoming`] yields each [`ClientEvent`] in
 //! the order the server opened its stream, then why the connection ended.
 
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+
 use tokio::sync::mpsc;
 
 use super::Disconnect;
@@ -55,6 +58,61 @@ impl ClientEvent {
     }
 }
 
+/// Ids a [`SeenIds`] remembers of each kind (messages, late receipts): the
+/// contract asks for at least the last 4,096.
+pub const SEEN_IDS: usize = 4096;
+
+/// The ids of the last [`SEEN_IDS`] messages and late receipts received, so
+/// that one delivered again (the server's store delivers at least once) is
+/// dropped. Clones share one set: a [`Connector`](super::Connector) keeps it
+/// across the connections it makes, so a reconnecting client still knows what
+/// it saw before. Each check is O(1) and the memory is bounded.
+#[derive(Debug, Clone, Default)]
+pub struct SeenIds {
+    inner: Arc<Mutex<Seen>>,
+}
+
+#[derive(Debug, Default)]
+struct Seen {
+    messages: BoundedSet,
+    receipts: BoundedSet,
+}
+
+/// A set of at most [`SEEN_IDS`] ids that forgets the oldest first.
+#[derive(Debug, Default)]
+struct BoundedSet {
+    ids: HashSet<u64>,
+    order: VecDeque<u64>,
+}
+
+impl BoundedSet {
+    /// Note `id`; false if it was already there.
+    fn insert(&mut self, id: u64) -> bool {
+        if !self.ids.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > SEEN_IDS {
+            if let Some(oldest) = self.order.pop_front() {
+                self.ids.remove(&oldest);
+            }
+        }
+        true
+    }
+}
+
+impl SeenIds {
+    /// Whether `event` is new (and note it); false for a message or late
+    /// receipt whose id was seen already.
+    pub fn first_time(&self, event: &ClientEvent) -> bool {
+        let mut seen = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        match event {
+            ClientEvent::Message(message) => seen.messages.insert(message.id),
+            ClientEvent::Receipt(receipt) => seen.receipts.insert(receipt.id),
+        }
+    }
+}
+
 /// Received events, in the order the server opened their streams.
 #[derive(Debug)]
 pub struct Incoming {
@@ -64,9 +122,14 @@ pub struct Incoming {
 
 impl Incoming {
     /// Start reading what the server pushes on `connection`.
-    pub(crate) fn spawn(connection: quinn::Connection, version: Version) -> Incoming {
+    /// Events whose id is in `seen` already are dropped.
+    pub(crate) fn spawn(
+        connection: quinn::Connection,
+        version: Version,
+        seen: SeenIds,
+    ) -> Incoming {
         let (tx, rx) = mpsc::channel(INCOMING_BUFFER);
-        tokio::spawn(read_deliveries(connection, version, tx));
+        tokio::spawn(read_deliveries(connection, version, seen, tx));
         Incoming {
             events: rx,
             ended: None,
@@ -108,6 +171,7 @@ impl Incoming {
 async fn read_deliveries(
     connection: quinn::Connection,
     version: Version,
+    seen: SeenIds,
     tx: mpsc::Sender<Result<ClientEvent, Disconnect>>,
 ) {
     use futures_util::stream::{FuturesOrdered, StreamExt};
@@ -147,6 +211,9 @@ async fn read_deliveries(
                     // The stream failed: the connection is ending; accept says why.
                     Err(_) => continue,
                 };
+                if !seen.first_time(&event) {
+                    continue; // delivered again (at least once): shown already
+                }
                 if tx.send(Ok(event)).await.is_err() {
                     return; // nobody is listening any more
                 }
@@ -161,4 +228,54 @@ async fn read_deliveries(
         }
     };
     let _ = tx.send(Err(ended)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: u64) -> ClientEvent {
+        ClientEvent::Message(Message {
+            id,
+            from: "alice".into(),
+            sent_at_ms: 0,
+            body: "hi".into(),
+        })
+    }
+
+    fn receipt(id: u64, status: Status) -> ClientEvent {
+        ClientEvent::Receipt(LateReceipt { id, status })
+    }
+
+    #[test]
+    fn a_repeated_message_or_late_receipt_is_dropped() {
+        let seen = SeenIds::default();
+        assert!(seen.first_time(&message(1)));
+        assert!(!seen.first_time(&message(1)), "delivered again");
+        assert!(seen.first_time(&message(2)));
+        assert!(
+            seen.first_time(&receipt(1, Status::Delivered)),
+            "receipts and messages are counted apart"
+        );
+        assert!(!seen.first_time(&receipt(1, Status::Delivered)));
+        assert!(!seen.first_time(&receipt(1, Status::Expired)));
+        let clone = seen.clone();
+        assert!(!clone.first_time(&message(2)), "clones share the set");
+    }
+
+    #[test]
+    fn the_last_4096_ids_are_kept_and_no_more() {
+        let seen = SeenIds::default();
+        let total = SEEN_IDS as u64 + 10;
+        for id in 0..total {
+            assert!(seen.first_time(&message(id)));
+        }
+        for id in total - SEEN_IDS as u64..total {
+            assert!(!seen.first_time(&message(id)), "{id} is remembered");
+        }
+        assert!(seen.first_time(&message(0)), "the oldest is forgotten");
+        let inner = seen.inner.lock().unwrap();
+        assert_eq!(inner.messages.ids.len(), SEEN_IDS);
+        assert_eq!(inner.messages.order.len(), SEEN_IDS);
+    }
 }

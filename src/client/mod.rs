@@ -18,7 +18,7 @@ mod incoming;
 pub use config::ClientConfig;
 pub use connector::Connector;
 pub use error::{ClientError, Disconnect, HandshakeFailure};
-pub use incoming::{ClientEvent, Incoming, Message};
+pub use incoming::{ClientEvent, Incoming, LateReceipt, Message, SeenIds, SEEN_IDS};
 
 use connector::Timeouts;
 
@@ -86,6 +86,7 @@ impl Client {
         endpoint: quinn::Endpoint,
         username: &str,
         timeouts: Timeouts,
+        seen: SeenIds,
     ) -> Result<(Client, Incoming), ClientError> {
         let Some(version) = Version::of_connection(&connection) else {
             return Err(protocol_violation(
@@ -136,7 +137,7 @@ impl Client {
                 ))
             }
         };
-        let incoming = Incoming::spawn(connection.clone(), version);
+        let incoming = Incoming::spawn(connection.clone(), version, seen);
         let client = Client {
             endpoint,
             connection,
@@ -234,6 +235,18 @@ impl Client {
             // Make sure the BYE is on the wire before the caller exits.
             let _ = tokio::time::timeout(self.timeouts.close, self.endpoint.wait_idle()).await;
         }
+    }
+
+    /// Move this client's endpoint (and with it every connection of its
+    /// [`Connector`]) to a new UDP socket, as when the network changes: QUIC
+    /// migrates the connection to the new address, and the chat goes on.
+    pub fn rebind(&self, socket: std::net::UdpSocket) -> std::io::Result<()> {
+        self.endpoint.rebind(socket)
+    }
+
+    /// The local address of this client's UDP socket.
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.endpoint.local_addr()
     }
 
     /// The underlying QUIC connection (for tests and tools that need transport details).

@@ -14,6 +14,7 @@ mod json;
 mod limits;
 mod mail;
 mod messaging;
+mod reconnect;
 mod shutdown;
 mod soak;
 mod terminal;

@@ -5,7 +5,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::chat::command::{self, Command, DevicesCommand};
-use crate::chat::event::{account_name, device_fingerprint, Event, REPLACED_LINE};
+use crate::chat::event::{
+    account_name, device_fingerprint, Event, LOST_LINE, OFFLINE_WHY, REPLACED_LINE,
+};
 use crate::protocol::Status;
 
 /// One output line.
@@ -26,8 +28,15 @@ enum JsonEvent<'a> {
     },
     Receipt {
         id: u64,
-        to: &'a str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        to: Option<&'a str>,
         status: &'static str,
+        /// A late receipt (protocol v2): the final outcome of a queued message.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        late: bool,
+    },
+    Waited {
+        count: u32,
     },
     Users {
         names: &'a [String],
@@ -41,6 +50,10 @@ enum JsonEvent<'a> {
     Error {
         message: String,
     },
+    ConnectionLost {
+        message: &'static str,
+    },
+    Reconnected {},
     Shutdown {},
     Replaced {
         message: &'static str,
@@ -115,9 +128,17 @@ pub(super) fn event(event: &Event<'_>) -> String {
         },
         Event::Sent { to, receipt, .. } => JsonEvent::Receipt {
             id: receipt.id,
-            to,
+            to: Some(to),
             status: status_name(receipt.status),
+            late: false,
         },
+        Event::Late { receipt, sent } => JsonEvent::Receipt {
+            id: receipt.id,
+            to: sent.map(|(to, _)| to),
+            status: status_name(receipt.status),
+            late: true,
+        },
+        Event::Waited(count) => JsonEvent::Waited { count: *count },
         Event::SendFailed { to, error, .. } => JsonEvent::Error {
             message: format!("message to {to} not sent: {error}"),
         },
@@ -145,6 +166,14 @@ pub(super) fn event(event: &Event<'_>) -> String {
         },
         Event::Invalid(hint) => JsonEvent::Error {
             message: (*hint).to_owned(),
+        },
+        Event::Offline { to, .. } => JsonEvent::Error {
+            message: format!("message to {to} not sent: {OFFLINE_WHY}"),
+        },
+        Event::Lost => JsonEvent::ConnectionLost { message: LOST_LINE },
+        Event::Reconnected => JsonEvent::Reconnected {},
+        Event::ReconnectFailed(error) => JsonEvent::Error {
+            message: format!("cannot reconnect: {error}"),
         },
         Event::Shutdown => JsonEvent::Shutdown {},
         Event::Replaced => JsonEvent::Replaced {
@@ -222,6 +251,50 @@ mod tests {
         let line = super::event(event);
         assert!(!line.contains('\n'), "{line}");
         serde_json::from_str(&line).unwrap()
+    }
+
+    #[test]
+    fn queued_sends_late_receipts_and_stored_messages_have_events() {
+        let late = |status, sent| Event::Late {
+            receipt: crate::client::LateReceipt { id: 7, status },
+            sent,
+        };
+        assert_eq!(
+            parsed(&late(Status::Delivered, Some(("bob", "hi")))),
+            json!({"event":"receipt","id":7,"to":"bob","status":"delivered","late":true})
+        );
+        assert_eq!(
+            parsed(&late(Status::Expired, None)),
+            json!({"event":"receipt","id":7,"status":"expired","late":true})
+        );
+        assert_eq!(
+            parsed(&Event::Lost),
+            json!({"event":"connection_lost","message":"connection lost; reconnecting…"})
+        );
+        assert_eq!(parsed(&Event::Reconnected), json!({"event":"reconnected"}));
+        assert_eq!(
+            parsed(&Event::Offline {
+                to: "bob",
+                body: "hi"
+            })["event"],
+            "error"
+        );
+        assert_eq!(
+            parsed(&Event::Waited(3)),
+            json!({"event":"waited","count":3})
+        );
+        let queued = Event::Sent {
+            to: "bob",
+            body: "x",
+            receipt: Receipt {
+                id: 7,
+                status: Status::Queued,
+            },
+        };
+        assert_eq!(
+            parsed(&queued),
+            json!({"event":"receipt","id":7,"to":"bob","status":"queued"})
+        );
     }
 
     #[test]

@@ -2,8 +2,10 @@
 
 use crate::chat::command;
 use crate::chat::event::{
-    account_line, device_lines, status_line, welcome_line, Event, REPLACED_LINE, SHUTDOWN_LINE,
+    account_line, device_lines, late_line, status_line, waited_line, welcome_line, Event,
+    REPLACED_LINE, SHUTDOWN_LINE,
 };
+use crate::chat::event::{LOST_LINE, OFFLINE_WHY, RECONNECTED_LINE};
 use crate::chat::sanitize::sanitize;
 
 /// The plain line for `event`; `None` shows nothing.
@@ -19,9 +21,11 @@ pub(super) fn format(event: &Event<'_>) -> Option<String> {
             welcome_line(server, *online, username),
             account_line(*account, username)
         ),
+        Event::Waited(count) => waited_line(*count),
         Event::Message(message) => {
             format!("{}: {}", sanitize(&message.from), sanitize(&message.body))
         }
+        Event::Late { receipt, sent } => late_line(*receipt, sent.map(|(to, _)| to)),
         Event::Sent { to, receipt, .. } => return status_line(to, receipt.status),
         Event::SendFailed { to, error, .. } => {
             format!(
@@ -41,6 +45,12 @@ pub(super) fn format(event: &Event<'_>) -> Option<String> {
         Event::DevicesFailed(why) => format!("devices: {}", sanitize(why)),
         Event::Help => command::help().to_owned(),
         Event::Invalid(hint) => sanitize(hint).into_owned(),
+        Event::Offline { to, .. } => format!("message to {} not sent: {OFFLINE_WHY}", sanitize(to)),
+        Event::Lost => LOST_LINE.to_owned(),
+        Event::Reconnected => RECONNECTED_LINE.to_owned(),
+        Event::ReconnectFailed(error) => {
+            format!("cannot reconnect: {}", sanitize(&error.to_string()))
+        }
         Event::Shutdown => SHUTDOWN_LINE.to_owned(),
         Event::Replaced => REPLACED_LINE.to_owned(),
     })
@@ -110,5 +120,45 @@ mod tests {
             Some("online (2): alice, bob".into())
         );
         assert_eq!(format(&Event::Shutdown), Some(SHUTDOWN_LINE.to_owned()));
+    }
+
+    #[test]
+    fn reconnecting_and_stored_messages_have_plain_lines() {
+        assert_eq!(
+            format(&Event::Lost),
+            Some("connection lost; reconnecting…".into())
+        );
+        assert_eq!(format(&Event::Reconnected), Some("reconnected".into()));
+        assert_eq!(
+            format(&Event::Offline {
+                to: "bob",
+                body: "hi"
+            }),
+            Some("message to bob not sent: not connected (reconnecting…)".into())
+        );
+        assert_eq!(
+            format(&Event::Waited(1)),
+            Some("1 message waited for you".into())
+        );
+        let late = Event::Late {
+            receipt: crate::client::LateReceipt {
+                id: 7,
+                status: Status::Delivered,
+            },
+            sent: Some(("bob", "hi")),
+        };
+        assert_eq!(format(&late), Some("message to bob was delivered".into()));
+        let queued = Event::Sent {
+            to: "bob",
+            body: "hi",
+            receipt: Receipt {
+                id: 7,
+                status: Status::Queued,
+            },
+        };
+        assert_eq!(
+            format(&queued),
+            Some("bob is offline; the message will be delivered when they connect".into())
+        );
     }
 }

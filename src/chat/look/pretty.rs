@@ -7,8 +7,10 @@ use time::{OffsetDateTime, UtcOffset};
 
 use crate::chat::command;
 use crate::chat::event::{
-    account_line, device_lines, status_line, welcome_line, Event, REPLACED_LINE, SHUTDOWN_LINE,
+    account_line, device_lines, late_word, status_line, waited_line, welcome_line, Event,
+    REPLACED_LINE, SHUTDOWN_LINE,
 };
+use crate::chat::event::{LOST_LINE, OFFLINE_WHY, RECONNECTED_LINE};
 use crate::chat::sanitize::sanitize;
 use crate::protocol::Status;
 
@@ -68,6 +70,18 @@ impl Pretty {
                 self.paint(BOLD, &welcome_line(server, *online, username)),
                 account_line(*account, username)
             ),
+            Event::Waited(count) => self.paint(BOLD, &waited_line(*count)),
+            Event::Late { receipt, sent } => {
+                let what = match sent {
+                    Some((to, body)) => self.echo(to, body, now_ms),
+                    None => format!("{} message {}", self.time(now_ms), receipt.id),
+                };
+                let word = late_word(receipt.status);
+                match receipt.status {
+                    Status::Delivered => format!("{what} {}", self.paint(OK, &format!("✓ {word}"))),
+                    _ => format!("{what} {}", self.paint(FAIL, &format!("✗ {word}"))),
+                }
+            }
             Event::Message(message) => format!(
                 "{} {}: {}",
                 self.time(message.sent_at_ms),
@@ -81,7 +95,7 @@ impl Pretty {
                         format!("{echo} {}", self.paint(OK, "✓"))
                     }
                     (Status::Queued, Some(why)) => {
-                        format!("{echo} {}", self.paint(WARN, &format!("… {why}")))
+                        format!("{echo} {}", self.paint(WARN, &format!("⌛ queued … {why}")))
                     }
                     (_, Some(why)) => format!("{echo} {}", self.paint(FAIL, &format!("✗ {why}"))),
                 }
@@ -102,6 +116,16 @@ impl Pretty {
             Event::DevicesFailed(why) => self.paint(FAIL, &format!("✗ devices: {}", sanitize(why))),
             Event::Help => command::help().to_owned(),
             Event::Invalid(hint) => self.paint(WARN, &sanitize(hint)),
+            Event::Offline { to, body } => {
+                let why = format!("✗ not sent: {OFFLINE_WHY}");
+                format!("{} {}", self.echo(to, body, now_ms), self.paint(FAIL, &why))
+            }
+            Event::Lost => self.paint(WARN, LOST_LINE),
+            Event::Reconnected => self.paint(OK, RECONNECTED_LINE),
+            Event::ReconnectFailed(error) => self.paint(
+                FAIL,
+                &format!("✗ cannot reconnect: {}", sanitize(&error.to_string())),
+            ),
             Event::Shutdown => self.paint(BOLD, SHUTDOWN_LINE),
             Event::Replaced => self.paint(FAIL, REPLACED_LINE),
         })
@@ -213,6 +237,33 @@ mod tests {
         assert!(
             text.starts_with("22:13 you → bob: hi ✗ not sent: no answer"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn queued_sends_and_their_late_receipts_are_marked() {
+        assert_eq!(
+            sent(Status::Queued),
+            "22:13 you → bob: hi  there ⌛ queued … bob is offline; the message will be delivered when they connect"
+        );
+        let late = |status, sent| {
+            let receipt = crate::client::LateReceipt { id: 7, status };
+            plain()
+                .format(&Event::Late { receipt, sent }, NOON)
+                .unwrap()
+        };
+        assert_eq!(
+            late(Status::Delivered, Some(("bob", "hi"))),
+            "22:13 you → bob: hi ✓ delivered"
+        );
+        assert_eq!(
+            late(Status::Expired, Some(("bob", "hi"))),
+            "22:13 you → bob: hi ✗ expired"
+        );
+        assert_eq!(late(Status::Delivered, None), "22:13 message 7 ✓ delivered");
+        assert_eq!(
+            plain().format(&Event::Waited(3), 0).unwrap(),
+            "3 messages waited for you"
         );
     }
 
