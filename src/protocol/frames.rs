@@ -197,9 +197,10 @@ pub enum RefuseReason {
 pub enum Status {
     /// The recipient's QUIC stack acknowledged the whole delivery stream.
     Delivered,
-    /// No such user is connected (this server stores nothing for later).
+    /// No such user is connected, and nothing was stored (a guest or unregistered
+    /// name, a guest sender, or a server without a store).
     NotConnected,
-    /// Stored for delivery when the recipient connects (not used by this server).
+    /// Stored on stable storage for delivery when the recipient (an account) connects.
     Queued,
     /// The body is over 65,536 bytes.
     TooLarge,

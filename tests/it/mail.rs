@@ -179,3 +179,45 @@ async fn message_ids_never_repeat_across_three_restarts() {
     assert_eq!(ids.len(), 15);
     server.stop().await;
 }
+
+/// Through the binary, as two people would: bob registers and leaves; alice
+/// (an account too) sends while he is away and is told it is queued; bob
+/// comes back and is told a message waited, then reads it.
+#[test]
+fn two_people_never_online_together_still_talk() {
+    use crate::harness::process::{connect_with, start_server};
+    use std::process::Stdio;
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, port, ca) = start_server(dir.path(), Stdio::piped());
+    // Each person on a device of their own.
+    let bob_key = ["--identity", "bob-key"];
+    let alice_key = ["--identity", "alice-key"];
+
+    let mut bob = connect_with(dir.path(), port, &ca, "bob", &bob_key);
+    assert!(bob.line().starts_with("Welcome to "));
+    assert_eq!(bob.line(), "registered as bob");
+    bob.type_line("EXIT");
+    assert!(bob.exit().success());
+
+    let mut alice = connect_with(dir.path(), port, &ca, "alice", &alice_key);
+    assert!(alice.line().starts_with("Welcome to "));
+    assert_eq!(alice.line(), "registered as alice");
+    alice.type_line("send bob are you there?");
+    assert_eq!(
+        alice.line(),
+        "bob is offline; the message will be delivered when they connect"
+    );
+    alice.type_line("EXIT");
+    assert!(alice.exit().success());
+
+    let mut bob = connect_with(dir.path(), port, &ca, "bob", &bob_key);
+    assert!(bob.line().starts_with("Welcome to "));
+    assert_eq!(bob.line(), "welcome back, bob");
+    assert_eq!(bob.line(), "1 message waited for you");
+    assert_eq!(bob.line(), "alice: are you there?");
+    bob.type_line("EXIT");
+    assert!(bob.exit().success());
+    server.type_line("EXIT");
+    assert!(server.exit().success());
+}
