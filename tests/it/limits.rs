@@ -149,12 +149,14 @@ async fn a_hello_trickled_too_slowly_is_cut_off() {
     let server = TestServer::start_with(limits).await;
     let connection = raw_connect(&server).await;
     let (mut send, _recv) = connection.open_bi().await.unwrap();
+    // 7 bytes at one per 500 ms: 3.5 s in all, nearly nine times the
+    // deadline, so a loaded machine still cannot get the Hello through in time.
     let trickle = async {
         for byte in hello_bytes(1, "slow") {
             if send.write_all(&[byte]).await.is_err() {
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
     };
     tokio::select! {
