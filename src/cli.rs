@@ -174,6 +174,11 @@ pub struct ServerArgs {
     /// Bytes all mailboxes together may hold.
     #[arg(long, value_name = "BYTES", default_value_t = MailConfig::default().store_max_bytes)]
     pub store_max_bytes: u64,
+    /// Let guests (users without an account) leave messages for offline
+    /// accounts too. Off by default: stored mail then always comes from an
+    /// account, and nobody can fill mailboxes anonymously.
+    #[arg(long)]
+    pub guest_mail: bool,
 }
 
 /// `--accounts` values.
@@ -226,6 +231,7 @@ impl ServerArgs {
                     mailbox_max_messages: self.mailbox_max_messages,
                     mailbox_max_bytes: self.mailbox_max_bytes,
                     store_max_bytes: self.store_max_bytes,
+                    guest_mail: self.guest_mail,
                 },
             },
         }

@@ -36,9 +36,10 @@ pub struct AccountsConfig {
 
 /// Store and forward: whether mail is kept for offline accounts, and its bounds.
 ///
-/// Only a registered sender's messages are stored (a guest's Send to an
-/// offline account is `NotConnected`): the stamped `from` of stored mail
+/// By default only a registered sender's messages are stored (a guest's Send
+/// to an offline account is `NotConnected`): the stamped `from` of stored mail
 /// then names an account, and nobody can fill mailboxes anonymously.
+/// `guest_mail` lets guests leave mail too.
 #[derive(Debug, Clone, Copy)]
 pub struct MailConfig {
     /// Keep mail at all (`--no-store` turns it off: `NotConnected` as v1).
@@ -49,6 +50,8 @@ pub struct MailConfig {
     pub mailbox_max_bytes: u64,
     /// Bytes every mailbox together may hold.
     pub store_max_bytes: u64,
+    /// Store guests' messages to offline accounts too (off by default).
+    pub guest_mail: bool,
 }
 
 impl Default for MailConfig {
@@ -58,6 +61,7 @@ impl Default for MailConfig {
             mailbox_max_messages: 1000,
             mailbox_max_bytes: 16 << 20,
             store_max_bytes: 1 << 30,
+            guest_mail: false,
         }
     }
 }

@@ -81,6 +81,22 @@ pub(crate) fn frame(envelope: Envelope<'_>) -> Option<[Bytes; 2]> {
     Some([Bytes::from(header), envelope.body])
 }
 
+/// Send `Push::Receipt{id, status}` (v2's late receipt) on a new stream of
+/// `connection` and wait for its acknowledgement.
+pub(crate) async fn push_receipt(
+    connection: &quinn::Connection,
+    id: u64,
+    status: crate::protocol::Status,
+) -> DeliveryOutcome {
+    let Ok(frame) = codec::encode(&crate::protocol::Push::Receipt { id, status }) else {
+        return DeliveryOutcome::Oversized;
+    };
+    let Ok(stream) = connection.open_uni().await else {
+        return DeliveryOutcome::Lost;
+    };
+    write_and_wait(stream, [Bytes::from(frame), Bytes::new()]).await
+}
+
 /// Write `frame` on an opened stream, finish, and wait for the acknowledgement.
 pub(crate) async fn write_and_wait(
     mut stream: quinn::SendStream,

@@ -2,8 +2,9 @@
 //! stored message, in acceptance order, as the same `Deliver` a live one is
 //! (its original id, from and time), each on its own stream opened in order,
 //! a window of them in flight; each is removed from the store once its
-//! stream is acknowledged. Meanwhile the mailbox is Draining (Sends to it are
-//! stored behind the backlog); it goes Live once the store is empty.
+//! stream is acknowledged, and its sender, if connected, gets a late
+//! `Push::Receipt{Delivered}`. Meanwhile the mailbox is Draining (Sends to it
+//! are stored behind the backlog); it goes Live once the store is empty.
 
 use std::sync::Arc;
 
@@ -14,7 +15,7 @@ use super::delivery::{self, DeliveryOutcome, Envelope};
 use super::mailbox::Mailbox;
 use super::state::State;
 use super::stored::Mail;
-use crate::protocol::{CloseCode, NameKey};
+use crate::protocol::{CloseCode, NameKey, Status};
 
 /// Messages read from the store at a time.
 const PAGE: usize = 64;
@@ -47,15 +48,55 @@ pub(crate) async fn run(state: Arc<State>, mail: Mail, mailbox: Arc<Mailbox>, ke
             return;
         };
         from_seq = last + 1;
+        let senders: std::collections::HashMap<u64, (u64, Option<String>)> = page
+            .iter()
+            .map(|(seq, record)| (*seq, (record.id, record.sender_account.clone())))
+            .collect();
         let (acked, go_on) = deliver_page(&state, &mailbox, page).await;
         if !acked.is_empty() {
-            if let Err(e) = mail.writer.ack(key, acked).await {
-                tracing::error!("cannot remove delivered mail: {e}");
+            let delivered: Vec<_> = acked
+                .iter()
+                .filter_map(|seq| senders.get(seq).cloned())
+                .collect();
+            match mail.writer.ack(key, acked).await {
+                Ok(_) => tell_senders(&state, delivered),
+                Err(e) => tracing::error!("cannot remove delivered mail: {e}"),
             }
         }
         if !go_on {
             return;
         }
+    }
+}
+
+/// Tell each connected sender of a delivered stored message so, with a late
+/// `Push::Receipt{id, Delivered}` on a stream of its own. Only accounts'
+/// mail is stored, and an account connects only on v2, so every such sender
+/// speaks v2. (A sender who is offline is not told: kept notices are not
+/// built yet.)
+fn tell_senders(state: &State, delivered: Vec<(u64, Option<String>)>) {
+    for (id, sender) in delivered {
+        let Some(sender) = sender.and_then(|name| NameKey::new(&name).ok()) else {
+            continue;
+        };
+        let Some(mailbox) = state.presence.connected(&sender) else {
+            continue;
+        };
+        if !mailbox.is_account() {
+            continue;
+        }
+        let connection = mailbox.connection().clone();
+        let deadline = state.limits.delivery_timeout;
+        tokio::spawn(async move {
+            let sent = tokio::time::timeout(
+                deadline,
+                delivery::push_receipt(&connection, id, Status::Delivered),
+            )
+            .await;
+            if !matches!(sent, Ok(DeliveryOutcome::Acked)) {
+                tracing::debug!(id, "a late receipt did not reach its sender");
+            }
+        });
     }
 }
 

@@ -119,7 +119,11 @@ impl Server {
                 mailbox_bytes: mail_config.mailbox_max_bytes,
                 store_bytes: mail_config.store_max_bytes,
             };
-            Some(stored::Mail::start(store.clone(), caps)?)
+            Some(stored::Mail::start(
+                store.clone(),
+                caps,
+                mail_config.guest_mail,
+            )?)
         } else {
             None
         };

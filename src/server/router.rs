@@ -68,8 +68,13 @@ pub(crate) async fn route_send(
         sent_at_ms,
         body,
     };
-    // Mail is stored only between accounts, and only if the server keeps mail.
-    let mail = state.mail.as_ref().zip(from.account);
+    // Mail is stored for accounts, from accounts (or from guests where the
+    // operator allows it), and only if the server keeps mail.
+    let mail = state
+        .mail
+        .as_ref()
+        .filter(|mail| from.account.is_some() || mail.guest_mail)
+        .map(|mail| (mail, from.account));
     let mailbox = match state.presence.locate(&key) {
         Route::Local(mailbox) => mailbox,
         Route::Unknown => {

@@ -17,29 +17,39 @@ const STORE_DEADLINE: Duration = Duration::from_secs(4);
 pub(crate) struct Mail {
     pub(crate) store: Store,
     pub(crate) writer: MailWriter,
+    /// Whether guests' messages are stored too.
+    pub(crate) guest_mail: bool,
 }
 
 impl Mail {
     /// Start the writer of `store` with these caps.
-    pub(crate) fn start(store: Store, caps: MailCaps) -> Result<Mail, StoreError> {
+    pub(crate) fn start(
+        store: Store,
+        caps: MailCaps,
+        guest_mail: bool,
+    ) -> Result<Mail, StoreError> {
         let writer = MailWriter::spawn(store.clone(), caps)?;
-        Ok(Mail { store, writer })
+        Ok(Mail {
+            store,
+            writer,
+            guest_mail,
+        })
     }
 
-    /// Store `envelope` for the account `to` from `sender_account`; the
-    /// status once committed (or why not).
+    /// Store `envelope` for the account `to` from `sender_account` (`None`:
+    /// a guest); the status once committed (or why not).
     pub(crate) async fn store(
         &self,
         to: NameKey,
         envelope: &Envelope<'_>,
-        sender_account: NameKey,
+        sender_account: Option<NameKey>,
     ) -> Status {
         let mail = MailRecord {
             id: envelope.id,
             from: envelope.from.to_owned(),
             sent_at_ms: envelope.sent_at_ms,
             body: String::from_utf8_lossy(&envelope.body).into_owned(),
-            sender_account: Some(sender_account.as_str().to_owned()),
+            sender_account: sender_account.map(|key| key.as_str().to_owned()),
         };
         let stored =
             tokio::time::timeout(STORE_DEADLINE, self.writer.enqueue(Enqueue { to, mail }));

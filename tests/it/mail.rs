@@ -221,3 +221,87 @@ fn two_people_never_online_together_still_talk() {
     server.type_line("EXIT");
     assert!(server.exit().success());
 }
+
+/// A sender who is online when its queued message is finally acknowledged
+/// gets a late `Push::Receipt{id, Delivered}`, once.
+#[tokio::test]
+async fn an_online_sender_gets_a_late_delivered_receipt() {
+    let server = TestServer::start().await;
+    let bob_key = register(&server, "bob").await;
+    let alice_key = DeviceKey::new();
+    let (alice, _) = hello_as(
+        &RawClient::new(&server, V2, Some(&alice_key)),
+        &server,
+        "alice",
+    )
+    .await;
+    let (id, status) = receipt(&alice, "bob", "see you later").await;
+    assert_eq!(status, Status::Queued);
+    let (bob, reply) = hello_as(&RawClient::new(&server, V2, Some(&bob_key)), &server, "bob").await;
+    assert_eq!(queued_of(&reply), 1);
+    let (got, _, _, body) = next_deliver(&bob).await;
+    assert_eq!((got, body.as_str()), (id, "see you later"));
+    let late = within(Duration::from_secs(10), "a late receipt", async {
+        let mut recv = alice.accept_uni().await.expect("a push stream");
+        let bytes = recv.read_to_end(1 << 10).await.expect("read the push");
+        decode::<Push>(&bytes).expect("a Push")
+    })
+    .await;
+    assert_eq!(
+        late,
+        Push::Receipt {
+            id,
+            status: Status::Delivered
+        }
+    );
+    server.stop().await;
+}
+
+/// A mailbox at its cap answers RecipientBusy and stores nothing more;
+/// `--no-store` keeps nothing (NotConnected, as v1); `--guest-mail` lets a
+/// guest leave mail for an account.
+#[tokio::test]
+async fn caps_no_store_and_guest_mail_as_configured() {
+    use quic_chat::server::MailConfig;
+    let capped = MailConfig {
+        mailbox_max_messages: 2,
+        guest_mail: true,
+        ..MailConfig::default()
+    };
+    let server = TestServer::start_with_mail(capped).await;
+    let bob_key = register(&server, "bob").await;
+    let (guest, _) = hello_as(&RawClient::new(&server, V2, None), &server, "visitor").await;
+    let (first, status) = receipt(&guest, "bob", "one").await;
+    assert_eq!(status, Status::Queued, "guests may leave mail here");
+    assert_eq!(receipt(&guest, "bob", "two").await.1, Status::Queued);
+    assert_eq!(
+        receipt(&guest, "bob", "three").await.1,
+        Status::RecipientBusy
+    );
+    let (bob, reply) = hello_as(&RawClient::new(&server, V2, Some(&bob_key)), &server, "bob").await;
+    assert_eq!(queued_of(&reply), 2, "the third was not stored");
+    let (id, from, _, body) = next_deliver(&bob).await;
+    assert_eq!(
+        (id, from.as_str(), body.as_str()),
+        (first, "visitor", "one")
+    );
+    server.stop().await;
+
+    let off = MailConfig {
+        enabled: false,
+        ..MailConfig::default()
+    };
+    let server = TestServer::start_with_mail(off).await;
+    register(&server, "bob").await;
+    let (alice, _) = hello_as(
+        &RawClient::new(&server, V2, Some(&DeviceKey::new())),
+        &server,
+        "alice",
+    )
+    .await;
+    assert_eq!(
+        receipt(&alice, "bob", "hello?").await.1,
+        Status::NotConnected
+    );
+    server.stop().await;
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use quic_chat::client::{Client, ClientConfig, ClientError, Disconnect, Incoming, Message};
-use quic_chat::server::{AccountsConfig, AccountsMode, Limits, Server, ServerConfig};
+use quic_chat::server::{AccountsConfig, AccountsMode, Limits, MailConfig, Server, ServerConfig};
 use quic_chat::tls::CertSource;
 use tokio_util::sync::CancellationToken;
 
@@ -49,6 +49,7 @@ pub struct TestServer {
     pub tls: Arc<quic_chat::tls::TlsStats>,
     limits: Limits,
     accounts_mode: AccountsMode,
+    mail: MailConfig,
     /// The temporary directory `dir` is, when the harness made it.
     _temp_dir: Option<Arc<tempfile::TempDir>>,
     shutdown: CancellationToken,
@@ -75,6 +76,19 @@ impl TestServer {
             Some(temp_dir),
             limits,
             AccountsMode::Open,
+            MailConfig::default(),
+        )
+    }
+
+    /// A server whose store and forward is configured as `mail`.
+    pub async fn start_with_mail(mail: MailConfig) -> Self {
+        let temp_dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        Self::spawn(
+            temp_dir.path().to_owned(),
+            Some(temp_dir),
+            test_limits(),
+            AccountsMode::Open,
+            mail,
         )
     }
 
@@ -86,12 +100,19 @@ impl TestServer {
             Some(temp_dir),
             test_limits(),
             mode,
+            MailConfig::default(),
         )
     }
 
     /// A server keeping its files in `dir` (which the caller owns).
     pub async fn start_in(dir: impl Into<PathBuf>) -> Self {
-        Self::spawn(dir.into(), None, test_limits(), AccountsMode::Open)
+        Self::spawn(
+            dir.into(),
+            None,
+            test_limits(),
+            AccountsMode::Open,
+            MailConfig::default(),
+        )
     }
 
     /// Shut down, then start again on the same directory and limits (on a new port).
@@ -102,8 +123,9 @@ impl TestServer {
             self.limits.clone(),
             self.accounts_mode,
         );
+        let mail = self.mail;
         self.stop().await;
-        Self::spawn(dir, temp_dir, limits, mode)
+        Self::spawn(dir, temp_dir, limits, mode, mail)
     }
 
     fn spawn(
@@ -111,6 +133,7 @@ impl TestServer {
         temp_dir: Option<Arc<tempfile::TempDir>>,
         limits: Limits,
         accounts_mode: AccountsMode,
+        mail: MailConfig,
     ) -> Self {
         let config = ServerConfig {
             bind: "127.0.0.1:0".parse().unwrap(),
@@ -121,6 +144,7 @@ impl TestServer {
             limits: limits.clone(),
             accounts: AccountsConfig {
                 mode: accounts_mode,
+                mail,
                 ..AccountsConfig::new(dir.join("data"))
             },
         };
@@ -139,6 +163,7 @@ impl TestServer {
             tls,
             limits,
             accounts_mode,
+            mail,
             _temp_dir: temp_dir,
             shutdown,
             task,
