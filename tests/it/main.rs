@@ -6,6 +6,7 @@ mod backpressure;
 mod bench;
 mod cli;
 mod codec_props;
+mod crash;
 mod faults;
 mod handshake;
 mod harness;
