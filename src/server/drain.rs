@@ -15,7 +15,7 @@ use super::delivery::{self, DeliveryOutcome, Envelope};
 use super::mailbox::Mailbox;
 use super::state::State;
 use super::stored::Mail;
-use crate::protocol::{CloseCode, NameKey, Status};
+use crate::protocol::{NameKey, Status};
 
 /// Messages read from the store at a time.
 const PAGE: usize = 64;
@@ -48,17 +48,13 @@ pub(crate) async fn run(state: Arc<State>, mail: Mail, mailbox: Arc<Mailbox>, ke
             return;
         };
         from_seq = last + 1;
-        let senders: std::collections::HashMap<u64, (u64, Option<String>)> = page
-            .iter()
-            .map(|(seq, record)| (*seq, (record.id, record.sender_account.clone())))
-            .collect();
         let (acked, go_on) = deliver_page(&state, &mailbox, page).await;
         if !acked.is_empty() {
-            let delivered: Vec<_> = acked
-                .iter()
-                .filter_map(|seq| senders.get(seq).cloned())
-                .collect();
-            match mail.writer.ack(key, acked).await {
+            let (seqs, delivered): (Vec<u64>, Vec<_>) = acked
+                .into_iter()
+                .map(|acked| (acked.seq, (acked.id, acked.sender)))
+                .unzip();
+            match mail.writer.ack(key, seqs).await {
                 Ok(_) => tell_senders(&state, delivered),
                 Err(e) => tracing::error!("cannot remove delivered mail: {e}"),
             }
@@ -100,12 +96,22 @@ fn tell_senders(state: &State, delivered: Vec<(u64, Option<String>)>) {
     }
 }
 
-/// Deliver one page; the seqs acknowledged, and whether to go on.
+/// A drained message its recipient acknowledged.
+struct Acked {
+    /// Its place in the mailbox.
+    seq: u64,
+    /// Its message id.
+    id: u64,
+    /// Its sender's account, to tell of the delivery.
+    sender: Option<String>,
+}
+
+/// Deliver one page; the messages acknowledged, and whether to go on.
 async fn deliver_page(
     state: &State,
     mailbox: &Mailbox,
     page: Vec<(u64, crate::store::MailRecord)>,
-) -> (Vec<u64>, bool) {
+) -> (Vec<Acked>, bool) {
     let connection = mailbox.connection();
     let deadline = state.limits.delivery_timeout;
     let mut in_flight = JoinSet::new();
@@ -114,11 +120,16 @@ async fn deliver_page(
     for (seq, record) in page {
         while go_on && in_flight.len() >= WINDOW {
             let outcome = in_flight.join_next().await.and_then(Result::ok);
-            go_on = settle(connection, outcome, &mut acked);
+            go_on = settle(mailbox, outcome, &mut acked);
         }
         if !go_on {
             break;
         }
+        let acked_as = Acked {
+            seq,
+            id: record.id,
+            sender: record.sender_account,
+        };
         let envelope = Envelope {
             id: record.id,
             from: &record.from,
@@ -137,30 +148,30 @@ async fn deliver_page(
             let outcome = tokio::time::timeout(deadline, delivery::write_and_wait(stream, frame))
                 .await
                 .unwrap_or(DeliveryOutcome::TimedOut);
-            (seq, outcome)
+            (acked_as, outcome)
         });
     }
     while let Some(outcome) = in_flight.join_next().await {
-        go_on &= settle(connection, outcome.ok(), &mut acked);
+        go_on &= settle(mailbox, outcome.ok(), &mut acked);
     }
     (acked, go_on)
 }
 
 /// Record what became of one drained message; whether to go on draining.
 fn settle(
-    connection: &quinn::Connection,
-    outcome: Option<(u64, DeliveryOutcome)>,
-    acked: &mut Vec<u64>,
+    mailbox: &Mailbox,
+    outcome: Option<(Acked, DeliveryOutcome)>,
+    acked: &mut Vec<Acked>,
 ) -> bool {
     match outcome {
-        Some((seq, DeliveryOutcome::Acked)) => {
-            acked.push(seq);
+        Some((message, DeliveryOutcome::Acked)) => {
+            acked.push(message);
             true
         }
         // Refused on this connection: it waits for the next session.
         Some((_, DeliveryOutcome::Stopped | DeliveryOutcome::Oversized)) => true,
         Some((_, DeliveryOutcome::TimedOut)) => {
-            CloseCode::TooSlow.close(connection, "too far behind on deliveries");
+            mailbox.close_too_slow();
             false
         }
         _ => false,

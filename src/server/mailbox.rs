@@ -121,12 +121,16 @@ impl Mailbox {
         };
         let outcome = delivery::send_within(&self.connection, envelope, deadline).await;
         if outcome == DeliveryOutcome::TimedOut {
-            // A recipient that cannot take a message in the whole delivery
-            // budget is stuck; closing it frees its backlog for everyone else.
-            CloseCode::TooSlow.close(&self.connection, "too far behind on deliveries");
-            tracing::info!(user = %self.name, "closed: too slow to take deliveries");
+            self.close_too_slow();
         }
         outcome
+    }
+
+    /// A recipient that cannot take a message in the whole delivery budget is
+    /// stuck: close it with TOO_SLOW, which frees its backlog for everyone else.
+    pub(crate) fn close_too_slow(&self) {
+        CloseCode::TooSlow.close(&self.connection, "too far behind on deliveries");
+        tracing::info!(user = %self.name, "closed: too slow to take deliveries");
     }
 
     /// The user left: sends still waiting to be charged fail over at once.

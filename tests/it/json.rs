@@ -1,33 +1,12 @@
 //! `--json` style end to end in process: JSON and plain commands in, one JSON
 //! object per event out, against a real server.
 
-use std::io::Write;
-
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
 use quic_chat::chat::{run_session, Frontend, Look, Outcome};
 
-use crate::harness::{eventually, within, TestServer, SCENARIO};
-
-/// Output that hands each flushed chunk to the test as it is written.
-struct Lines(mpsc::UnboundedSender<String>, Vec<u8>);
-
-impl Write for Lines {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.1.extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        let text = String::from_utf8_lossy(&self.1).into_owned();
-        self.1.clear();
-        for line in text.lines() {
-            let _ = self.0.send(line.to_owned());
-        }
-        Ok(())
-    }
-}
+use crate::harness::{eventually, within, Lines, TestServer, SCENARIO};
 
 async fn next_event(out: &mut mpsc::UnboundedReceiver<String>) -> Value {
     let line = within(SCENARIO, "a JSON event", out.recv())
@@ -48,7 +27,7 @@ async fn json_mode_speaks_json_both_ways() {
         names: None,
     };
     let chat = tokio::spawn(async move {
-        let mut writer = Lines(out_tx, Vec::new());
+        let mut writer = Lines::new(out_tx);
         let shutdown = tokio_util::sync::CancellationToken::new();
         run_session(
             alice,
@@ -122,7 +101,7 @@ async fn a_cancelled_token_leaves_as_exit_does() {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let token = shutdown.clone();
     let chat = tokio::spawn(async move {
-        let mut writer = Lines(out_tx, Vec::new());
+        let mut writer = Lines::new(out_tx);
         let frontend = Frontend {
             look: Look::Json,
             names: None,

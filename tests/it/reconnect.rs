@@ -2,7 +2,6 @@
 //! with SIGKILL and started again on the same port), and a client whose UDP
 //! socket moves to a new port keeps its connection (QUIC migration).
 
-use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use quic_chat::client::{ClientConfig, Connector};
 use quic_chat::protocol::Status;
 
 use crate::harness::process::Proc;
-use crate::harness::{within, TestServer, SCENARIO};
+use crate::harness::{within, Lines, TestServer, SCENARIO};
 
 /// The client's idle timeout here, so that the dead server is noticed quickly.
 const IDLE: Duration = Duration::from_secs(2);
@@ -23,25 +22,6 @@ const IDLE: Duration = Duration::from_secs(2);
 /// How long reconnecting may take: the loss noticed, then the first backoff
 /// (at most 1.5 s) and a few attempts more on a loaded machine.
 const BACK: Duration = Duration::from_secs(30);
-
-/// Output that hands each flushed line to the test as it is written.
-struct Lines(mpsc::UnboundedSender<String>, Vec<u8>);
-
-impl Write for Lines {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.1.extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        let text = String::from_utf8_lossy(&self.1).into_owned();
-        self.1.clear();
-        for line in text.lines() {
-            let _ = self.0.send(line.to_owned());
-        }
-        Ok(())
-    }
-}
 
 async fn next_event(out: &mut mpsc::UnboundedReceiver<String>, limit: Duration) -> Value {
     let line = within(limit, "a JSON event", out.recv())
@@ -97,7 +77,7 @@ async fn a_lost_connection_is_reconnected_and_sends_work_again() {
     let (input, lines) = mpsc::channel(8);
     let (out_tx, mut out) = mpsc::unbounded_channel();
     let chat = tokio::spawn(async move {
-        let mut writer = Lines(out_tx, Vec::new());
+        let mut writer = Lines::new(out_tx);
         let frontend = Frontend {
             look: Look::Json,
             names: None,

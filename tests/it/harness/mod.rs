@@ -320,3 +320,28 @@ where
     })
     .await
 }
+
+/// Chat output that hands each flushed line to the test as it is written.
+pub struct Lines(tokio::sync::mpsc::UnboundedSender<String>, Vec<u8>);
+
+impl Lines {
+    pub fn new(lines: tokio::sync::mpsc::UnboundedSender<String>) -> Self {
+        Lines(lines, Vec::new())
+    }
+}
+
+impl std::io::Write for Lines {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.1.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        let text = String::from_utf8_lossy(&self.1).into_owned();
+        self.1.clear();
+        for line in text.lines() {
+            let _ = self.0.send(line.to_owned());
+        }
+        Ok(())
+    }
+}
