@@ -2,7 +2,9 @@
 //! opens the UDP socket once, then handshakes as often as asked. The
 //! client's QUIC transport settings live here too.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use super::{Client, ClientConfig, ClientError, HandshakeFailure, Incoming, SeenIds};
@@ -12,12 +14,13 @@ use crate::tls;
 /// tickets for resumption), the identity and the UDP socket are set up once
 /// and shared. Every connection it makes presents the same identity, so a
 /// session resumed here is always one of that identity. The ids of messages
-/// and late receipts received are shared by its connections too (see
-/// [`SeenIds`]), so one delivered again after a reconnect is dropped.
+/// and late receipts received are kept per username across its connections
+/// (see [`SeenIds`]), so one delivered again after a reconnect is dropped;
+/// connections of different users share nothing on their delivery path.
 #[derive(Debug, Clone)]
 pub struct Connector {
     endpoint: quinn::Endpoint,
-    seen: SeenIds,
+    seen: Arc<Mutex<HashMap<String, SeenIds>>>,
     addr: SocketAddr,
     server: String,
     server_name: String,
@@ -61,7 +64,7 @@ impl Connector {
         endpoint.set_default_client_config(client_config);
         Ok(Connector {
             endpoint,
-            seen: SeenIds::default(),
+            seen: Arc::default(),
             addr,
             server: config.server.clone(),
             server_name: config.server_name.clone().unwrap_or(host),
@@ -92,10 +95,16 @@ impl Connector {
             self.endpoint.clone(),
             username,
             self.timeouts,
-            self.seen.clone(),
+            self.seen_ids(username),
         )
         .await
         .map_err(|error| self.handshake_failure(&connection, error))
+    }
+
+    /// The ids `username`'s connections made here have received.
+    fn seen_ids(&self, username: &str) -> SeenIds {
+        let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
+        seen.entry(username.to_ascii_lowercase()).or_default().clone()
     }
 
     /// A Hello that failed because the server closed the connection at the
