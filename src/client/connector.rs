@@ -104,7 +104,9 @@ impl Connector {
     /// The ids `username`'s connections made here have received.
     fn seen_ids(&self, username: &str) -> SeenIds {
         let mut seen = self.seen.lock().unwrap_or_else(PoisonError::into_inner);
-        seen.entry(username.to_ascii_lowercase()).or_default().clone()
+        seen.entry(username.to_ascii_lowercase())
+            .or_default()
+            .clone()
     }
 
     /// A Hello that failed because the server closed the connection at the
