@@ -179,6 +179,21 @@ pub struct ServerArgs {
     /// account, and nobody can fill mailboxes anonymously.
     #[arg(long)]
     pub guest_mail: bool,
+    /// How long a stored message waits for its offline recipient, and a late
+    /// receipt for its offline sender, before it is dropped (the sender is
+    /// told `expired`), e.g. `7d`, `12h`, `90s`. At least 1 s; the protocol
+    /// asks for a day at least, shorter is for trying it out.
+    #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_mail_ttl)]
+    pub mail_ttl: Duration,
+}
+
+/// Parse `--mail-ttl`: a duration such as `7d` or `90s`, at least a second.
+fn parse_mail_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = humantime::parse_duration(text).map_err(|e| format!("{e} (try 7d, 12h or 90s)"))?;
+    if ttl < Duration::from_secs(1) {
+        return Err("must be at least 1s".into());
+    }
+    Ok(ttl)
 }
 
 /// `--accounts` values.
@@ -232,6 +247,7 @@ impl ServerArgs {
                     mailbox_max_bytes: self.mailbox_max_bytes,
                     store_max_bytes: self.store_max_bytes,
                     guest_mail: self.guest_mail,
+                    ttl: self.mail_ttl,
                 },
             },
         }

@@ -260,10 +260,11 @@ impl Accounts {
     }
 
     /// The operator's handle on the accounts.
-    pub(crate) fn operator(&self, presence: Presence) -> Operator {
+    pub(crate) fn operator(&self, presence: Presence, keeps_mail: bool) -> Operator {
         Operator {
             accounts: self.clone(),
             presence,
+            keeps_mail,
         }
     }
 }
@@ -305,9 +306,39 @@ fn failure_detail(failure: Failure, max_devices: usize) -> String {
 pub struct Operator {
     accounts: Accounts,
     presence: Presence,
+    /// Whether the server keeps mail (no `--no-store`).
+    keeps_mail: bool,
+}
+
+/// What the store holds for one account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Waiting {
+    /// Stored messages waiting for it.
+    pub(crate) messages: u64,
+    /// Their bytes, as stored.
+    pub(crate) bytes: u64,
+    /// Late receipts kept for it as a sender.
+    pub(crate) receipts: u64,
 }
 
 impl Operator {
+    /// What the store holds for `key`; `None` when the server keeps no mail.
+    pub(crate) async fn waiting(&self, key: NameKey) -> Result<Option<Waiting>, StoreError> {
+        if !self.keeps_mail {
+            return Ok(None);
+        }
+        self.accounts
+            .with_store(move |store| {
+                let mailbox = store.mailbox_count(&key)?;
+                Ok(Some(Waiting {
+                    messages: mailbox.messages,
+                    bytes: mailbox.bytes,
+                    receipts: store.notice_count(&key)?,
+                }))
+            })
+            .await
+    }
+
     /// Every account, sorted by name.
     pub(crate) async fn list(&self) -> Result<Vec<AccountRecord>, StoreError> {
         self.accounts.with_store(|store| store.accounts()).await
@@ -355,12 +386,15 @@ impl Operator {
     pub(crate) async fn delete(&self, key: NameKey) -> Result<Option<AccountRecord>, StoreError> {
         let deleted = self
             .accounts
-            .with_store(move |store| store.delete_account(&key))
+            .with_store(move |store| store.delete_account(&key, unix_ms()))
             .await?;
-        if deleted.is_some() {
-            self.disconnect_if(key, |mailbox| mailbox.is_account());
-        }
-        Ok(deleted)
+        let Some(deleted) = deleted else {
+            return Ok(None);
+        };
+        self.disconnect_if(key, |mailbox| mailbox.is_account());
+        // The senders of its dropped mail were made an Expired notice.
+        super::notices::ring(&self.presence, &deleted.notified);
+        Ok(Some(deleted.account))
     }
 
     /// Close the connection holding `key` with REPLACED if `test` says so.

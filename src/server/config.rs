@@ -52,7 +52,14 @@ pub struct MailConfig {
     pub store_max_bytes: u64,
     /// Store guests' messages to offline accounts too (off by default).
     pub guest_mail: bool,
+    /// How long a stored message waits for its recipient (from when it was
+    /// accepted) and a kept late receipt for its sender (from when it was
+    /// made) before it is dropped; 7 days by default.
+    pub ttl: Duration,
 }
+
+/// The default lifetime of stored mail: 7 days.
+pub const DEFAULT_MAIL_TTL: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 
 impl Default for MailConfig {
     fn default() -> Self {
@@ -62,6 +69,7 @@ impl Default for MailConfig {
             mailbox_max_bytes: 16 << 20,
             store_max_bytes: 1 << 30,
             guest_mail: false,
+            ttl: DEFAULT_MAIL_TTL,
         }
     }
 }

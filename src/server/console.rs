@@ -94,6 +94,15 @@ pub fn spawn(shutdown: CancellationToken, operator: Operator, runtime: tokio::ru
     }
 }
 
+/// Run one console line (not `EXIT`) against `operator` and return what it
+/// printed: the console's commands for embedders and tests.
+pub async fn run_command(operator: &Operator, line: &str) -> String {
+    let mut out = Vec::new();
+    // Writing to a Vec cannot fail.
+    let _ = execute(parse(line), operator, &mut out).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 /// Carry out `command` and write its result to `out`: one line, or one line
 /// per account or device for the listings. `Exit` writes nothing.
 pub(crate) async fn execute(
@@ -121,7 +130,11 @@ pub(crate) async fn execute(
                 for device in &account.devices {
                     writeln!(out, "  {}", device_line(device))?;
                 }
-                Ok(())
+                match operator.waiting(key).await {
+                    Ok(Some(waiting)) => writeln!(out, "  {}", waiting_line(waiting)),
+                    Ok(None) => Ok(()),
+                    Err(e) => writeln!(out, "  stored mail unknown: {e}"),
+                }
             }
             Ok(None) => writeln!(out, "error: no account named {}", key.as_str()),
             Err(e) => writeln!(out, "error: {e}"),
@@ -174,6 +187,19 @@ fn account_line(account: &AccountRecord, operator: &Operator) -> String {
         if account.devices.len() == 1 { "" } else { "s" },
         when(last_seen),
         if online { "online" } else { "offline" }
+    )
+}
+
+/// `stored: 3 messages (1,204 bytes) waiting for it, 2 receipts for its sender`.
+fn waiting_line(waiting: super::accounts::Waiting) -> String {
+    let plural = |n: u64| if n == 1 { "" } else { "s" };
+    format!(
+        "stored: {} message{} ({} bytes) for it, {} late receipt{} for it as a sender",
+        waiting.messages,
+        plural(waiting.messages),
+        waiting.bytes,
+        waiting.receipts,
+        plural(waiting.receipts)
     )
 }
 

@@ -2,8 +2,8 @@
 //! stored message, in acceptance order, as the same `Deliver` a live one is
 //! (its original id, from and time), each on its own stream opened in order,
 //! a window of them in flight; each is removed from the store once its
-//! stream is acknowledged, and its sender, if connected, gets a late
-//! `Push::Receipt{Delivered}`. Meanwhile the mailbox is Draining (Sends to it
+//! stream is acknowledged, in the transaction that keeps its sender's late
+//! receipt (`notices.rs`). Meanwhile the mailbox is Draining (Sends to it
 //! are stored behind the backlog); it goes Live once the store is empty.
 
 use std::sync::Arc;
@@ -13,17 +13,29 @@ use tokio::task::JoinSet;
 
 use super::delivery::{self, DeliveryOutcome, Envelope};
 use super::mailbox::Mailbox;
+use super::notices;
 use super::state::State;
 use super::stored::Mail;
-use crate::protocol::{NameKey, Status};
+use crate::clock::unix_ms;
+use crate::protocol::NameKey;
 
 /// Messages read from the store at a time.
 const PAGE: usize = 64;
 /// Delivery streams in flight (unacknowledged) at once.
 const WINDOW: usize = 16;
 
-/// Deliver `key`'s stored mail on `mailbox`'s connection, then make it live.
+/// Deliver `key`'s stored mail on `mailbox`'s connection, make it live, then
+/// serve the late receipts kept for `key` (after the stored messages, as the
+/// contract orders) until the connection ends.
 pub(crate) async fn run(state: Arc<State>, mail: Mail, mailbox: Arc<Mailbox>, key: NameKey) {
+    if drain(&state, &mail, &mailbox, key).await {
+        notices::serve(state, mail, mailbox, key).await;
+    }
+}
+
+/// Deliver `key`'s stored mail, then make the mailbox live; false if the
+/// connection (or the store) failed first.
+async fn drain(state: &State, mail: &Mail, mailbox: &Mailbox, key: NameKey) -> bool {
     let mut from_seq = 0;
     loop {
         let store = mail.store.clone();
@@ -34,84 +46,46 @@ pub(crate) async fn run(state: Arc<State>, mail: Mail, mailbox: Arc<Mailbox>, ke
                 tracing::error!("cannot read stored mail: {e}");
                 // Mail stays stored; the mailbox stays Draining (Sends are
                 // stored) until the next session tries again.
-                return;
+                return false;
             }
-            Err(_) => return,
+            Err(_) => return false,
         };
         if page.is_empty() {
             if mailbox.go_live().await {
-                return;
+                return true;
             }
             continue;
         }
         let Some(&(last, _)) = page.last() else {
-            return;
+            return false;
         };
         from_seq = last + 1;
-        let (acked, go_on) = deliver_page(&state, &mailbox, page).await;
+        // A message past its lifetime that the sweep has not reached yet is
+        // not delivered: the sweep drops it and tells its sender.
+        let cutoff = mail.expiry_cutoff(unix_ms());
+        let page = page
+            .into_iter()
+            .filter(|(_, record)| record.sent_at_ms > cutoff)
+            .collect();
+        let (acked, go_on) = deliver_page(state, mailbox, page).await;
         if !acked.is_empty() {
-            let (seqs, delivered): (Vec<u64>, Vec<_>) = acked
-                .into_iter()
-                .map(|acked| (acked.seq, (acked.id, acked.sender)))
-                .unzip();
-            match mail.writer.ack(key, seqs).await {
-                Ok(_) => tell_senders(&state, delivered),
+            match mail.writer.ack(key, acked, unix_ms()).await {
+                Ok(acked) => notices::ring(&state.presence, &acked.notified),
                 Err(e) => tracing::error!("cannot remove delivered mail: {e}"),
             }
         }
         if !go_on {
-            return;
+            return false;
         }
     }
 }
 
-/// Tell each connected sender of a delivered stored message so, with a late
-/// `Push::Receipt{id, Delivered}` on a stream of its own. Only accounts'
-/// mail is stored, and an account connects only on v2, so every such sender
-/// speaks v2. (A sender who is offline is not told: kept notices are not
-/// built yet.)
-fn tell_senders(state: &State, delivered: Vec<(u64, Option<String>)>) {
-    for (id, sender) in delivered {
-        let Some(sender) = sender.and_then(|name| NameKey::new(&name).ok()) else {
-            continue;
-        };
-        let Some(mailbox) = state.presence.connected(&sender) else {
-            continue;
-        };
-        if !mailbox.is_account() {
-            continue;
-        }
-        let connection = mailbox.connection().clone();
-        let deadline = state.limits.delivery_timeout;
-        tokio::spawn(async move {
-            let sent = tokio::time::timeout(
-                deadline,
-                delivery::push_receipt(&connection, id, Status::Delivered),
-            )
-            .await;
-            if !matches!(sent, Ok(DeliveryOutcome::Acked)) {
-                tracing::debug!(id, "a late receipt did not reach its sender");
-            }
-        });
-    }
-}
-
-/// A drained message its recipient acknowledged.
-struct Acked {
-    /// Its place in the mailbox.
-    seq: u64,
-    /// Its message id.
-    id: u64,
-    /// Its sender's account, to tell of the delivery.
-    sender: Option<String>,
-}
-
-/// Deliver one page; the messages acknowledged, and whether to go on.
+/// Deliver one page; the seqs acknowledged, and whether to go on.
 async fn deliver_page(
     state: &State,
     mailbox: &Mailbox,
     page: Vec<(u64, crate::store::MailRecord)>,
-) -> (Vec<Acked>, bool) {
+) -> (Vec<u64>, bool) {
     let connection = mailbox.connection();
     let deadline = state.limits.delivery_timeout;
     let mut in_flight = JoinSet::new();
@@ -125,11 +99,6 @@ async fn deliver_page(
         if !go_on {
             break;
         }
-        let acked_as = Acked {
-            seq,
-            id: record.id,
-            sender: record.sender_account,
-        };
         let envelope = Envelope {
             id: record.id,
             from: &record.from,
@@ -148,7 +117,7 @@ async fn deliver_page(
             let outcome = tokio::time::timeout(deadline, delivery::write_and_wait(stream, frame))
                 .await
                 .unwrap_or(DeliveryOutcome::TimedOut);
-            (acked_as, outcome)
+            (seq, outcome)
         });
     }
     while let Some(outcome) = in_flight.join_next().await {
@@ -160,8 +129,8 @@ async fn deliver_page(
 /// Record what became of one drained message; whether to go on draining.
 fn settle(
     mailbox: &Mailbox,
-    outcome: Option<(Acked, DeliveryOutcome)>,
-    acked: &mut Vec<Acked>,
+    outcome: Option<(u64, DeliveryOutcome)>,
+    acked: &mut Vec<u64>,
 ) -> bool {
     match outcome {
         Some((message, DeliveryOutcome::Acked)) => {

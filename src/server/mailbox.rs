@@ -35,6 +35,8 @@ pub(crate) struct Mailbox {
     drain: Mutex<u32>,
     /// Woken when a Send stored during the drain is committed.
     stored: tokio::sync::Notify,
+    /// Rung when a late receipt was kept for this account (`notices.rs`).
+    notice_bell: tokio::sync::Notify,
 }
 
 /// A Send being stored behind a draining backlog; dropping it tells the drain.
@@ -67,7 +69,19 @@ impl Mailbox {
             draining: AtomicBool::new(draining),
             drain: Mutex::new(0),
             stored: tokio::sync::Notify::new(),
+            notice_bell: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Tell this account's connection that a late receipt was kept for it.
+    /// A ring while nobody waits is kept (once) for the next wait.
+    pub(crate) fn ring_notices(&self) {
+        self.notice_bell.notify_one();
+    }
+
+    /// Wait until [`Mailbox::ring_notices`] is called.
+    pub(crate) async fn notices_rung(&self) {
+        self.notice_bell.notified().await;
     }
 
     /// While the backlog drains: a hold that makes the caller store its

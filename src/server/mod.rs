@@ -9,6 +9,7 @@ mod drain;
 mod hello;
 mod ids;
 mod mailbox;
+mod notices;
 mod presence;
 mod rate;
 mod registry;
@@ -16,6 +17,7 @@ mod router;
 mod session;
 mod state;
 mod stored;
+mod sweeper;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -30,7 +32,9 @@ pub use crate::store::StoreError;
 pub use accounts::Operator;
 pub use admission::AdmissionStats;
 use admission::{Admission, Decision};
-pub use config::{AccountsConfig, AccountsMode, Limits, MailConfig, ServerConfig};
+pub use config::{
+    AccountsConfig, AccountsMode, Limits, MailConfig, ServerConfig, DEFAULT_MAIL_TTL,
+};
 use state::State;
 
 use crate::protocol::CloseCode;
@@ -119,10 +123,17 @@ impl Server {
                 mailbox_bytes: mail_config.mailbox_max_bytes,
                 store_bytes: mail_config.store_max_bytes,
             };
+            if mail_config.ttl < Duration::from_secs(24 * 60 * 60) {
+                warn!(
+                    "stored mail expires after {:?}, less than the day protocol v2 asks for",
+                    mail_config.ttl
+                );
+            }
             Some(stored::Mail::start(
                 store.clone(),
                 caps,
                 mail_config.guest_mail,
+                mail_config.ttl,
             )?)
         } else {
             None
@@ -164,7 +175,10 @@ impl Server {
 
     /// The operator's handle on accounts and connections (for the console).
     pub fn operator(&self) -> Operator {
-        self.state.accounts.operator(self.state.presence.clone())
+        let keeps_mail = self.state.mail.is_some();
+        self.state
+            .accounts
+            .operator(self.state.presence.clone(), keeps_mail)
     }
 
     /// The CA certificate clients need, when the server made its own CA.
@@ -176,6 +190,14 @@ impl Server {
     /// SERVER_SHUTDOWN and wait until the close frames are out.
     pub async fn run(self, shutdown: CancellationToken) {
         let tracker = TaskTracker::new();
+        let sweeping = shutdown.child_token();
+        if let Some(mail) = self.state.mail.clone() {
+            tracker.spawn(sweeper::run(
+                Arc::clone(&self.state),
+                mail,
+                sweeping.clone(),
+            ));
+        }
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -205,6 +227,7 @@ impl Server {
             CloseCode::ServerShutdown.var_int(),
             SHUTDOWN_REASON.as_bytes(),
         );
+        sweeping.cancel();
         tracker.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
             .await

@@ -19,21 +19,32 @@ pub(crate) struct Mail {
     pub(crate) writer: MailWriter,
     /// Whether guests' messages are stored too.
     pub(crate) guest_mail: bool,
+    /// How long stored messages and kept notices live.
+    pub(crate) ttl: Duration,
 }
 
 impl Mail {
-    /// Start the writer of `store` with these caps.
+    /// Start the writer of `store` with these caps; mail lives for `ttl`.
     pub(crate) fn start(
         store: Store,
         caps: MailCaps,
         guest_mail: bool,
+        ttl: Duration,
     ) -> Result<Mail, StoreError> {
         let writer = MailWriter::spawn(store.clone(), caps)?;
         Ok(Mail {
             store,
             writer,
             guest_mail,
+            ttl,
         })
+    }
+
+    /// At `now_ms`, the latest time from which a lifetime has ended: what
+    /// was accepted (or made) then or earlier has expired.
+    pub(crate) fn expiry_cutoff(&self, now_ms: u64) -> u64 {
+        let ttl_ms = u64::try_from(self.ttl.as_millis()).unwrap_or(u64::MAX);
+        now_ms.saturating_sub(ttl_ms)
     }
 
     /// Store `envelope` for the account `to` from `sender_account` (`None`:

@@ -21,6 +21,15 @@ pub(crate) const OPERATOR_DEVICE_LABEL: &str = "added by the operator";
 /// The longest device label, in bytes.
 pub(crate) const MAX_LABEL_BYTES: usize = 64;
 
+/// What deleting an account removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Deleted {
+    /// The account as it was.
+    pub(crate) account: AccountRecord,
+    /// The senders of its dropped mail who were made an `Expired` notice.
+    pub(crate) notified: Vec<String>,
+}
+
 impl Store {
     /// The account registered under `name`, if any.
     pub(crate) fn account(&self, name: &NameKey) -> Result<Option<AccountRecord>, StoreError> {
@@ -292,28 +301,39 @@ impl Store {
     /// Delete the account `name`: the name and all its keys are free again.
     /// Returns the account as it was, or `None` if there was none.
     /// Its mailbox is deleted in the same transaction.
+    ///
+    /// The mailbox's messages are dropped unread: their senders get an
+    /// `Expired` notice made at `now_ms`; the account's own notices go too.
     pub(crate) fn delete_account(
         &self,
         name: &NameKey,
-    ) -> Result<Option<AccountRecord>, StoreError> {
+        now_ms: u64,
+    ) -> Result<Option<Deleted>, StoreError> {
         self.write(|txn| {
-            let mut accounts = txn.open_table(ACCOUNTS)?;
-            let mut devices = txn.open_table(DEVICES)?;
-            let Some(account) = load(&accounts, name)? else {
-                return Ok(Err(()));
-            };
-            for device in &account.devices {
-                let fingerprint = &device.fingerprint;
-                match owner_of(&devices, fingerprint)? {
-                    Some(owner) if owner == *name => {
-                        devices.remove(fingerprint.as_bytes())?;
+            let account = {
+                let mut accounts = txn.open_table(ACCOUNTS)?;
+                let mut devices = txn.open_table(DEVICES)?;
+                let Some(account) = load(&accounts, name)? else {
+                    return Ok(Err(()));
+                };
+                for device in &account.devices {
+                    let fingerprint = &device.fingerprint;
+                    match owner_of(&devices, fingerprint)? {
+                        Some(owner) if owner == *name => {
+                            devices.remove(fingerprint.as_bytes())?;
+                        }
+                        _ => return Err(dangling(fingerprint, name)),
                     }
-                    _ => return Err(dangling(fingerprint, name)),
                 }
-            }
-            accounts.remove(name.as_str())?;
-            super::mail::delete_mailbox(txn, name)?;
-            Ok(Ok(account))
+                accounts.remove(name.as_str())?;
+                account
+            };
+            let mut tables = super::mail::MailTables::open(txn)?;
+            let mut notified = Vec::new();
+            tables.delete_mailbox(name, now_ms, &mut notified)?;
+            tables.delete_notices(name)?;
+            tables.finish()?;
+            Ok(Ok(Deleted { account, notified }))
         })
         .map(Result::ok)
     }

@@ -1,17 +1,24 @@
 //! The mailboxes of registered accounts that are not connected: per
 //! recipient, messages in acceptance order (a per-recipient `seq`), with
-//! counters kept in the same transactions so the caps can never drift.
+//! counters and the expiry index kept in the same transactions so the caps
+//! can never drift.
 //!
-//! [`Store::enqueue_batch`] stores many messages in one write transaction
-//! (one fsync): the group commit of [`super::writer::MailWriter`].
+//! Every mail operation works on [`MailTables`], the tables of mail opened
+//! once per write transaction; [`super::writer::MailWriter`] applies a whole
+//! batch of operations to one of them and commits once (group commit).
+//! Removing a message that came from an account makes its sender a late
+//! receipt in the same transaction (`notices.rs`), so a crash can never lose
+//! the receipt of a message it removed.
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
 use crate::protocol::NameKey;
 
 use super::record::{decode_mail, encode_mail};
-use super::schema::{ACCOUNTS, MAIL, MAILBOXES, MAIL_BYTES_KEY, META};
-use super::{MailRecord, Store, StoreError};
+use super::schema::{
+    ACCOUNTS, EXPIRES_MAIL, EXPIRY, MAIL, MAILBOXES, MAIL_BYTES_KEY, META, NOTICES, NOTICE_BOXES,
+};
+use super::{MailRecord, NoticeOutcome, NoticeRecord, Store, StoreError};
 
 /// The bounds on what the store keeps.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,6 +51,16 @@ pub(crate) enum Enqueued {
     Full,
 }
 
+/// What removing delivered messages did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Acked {
+    /// Messages removed (those still there).
+    pub(crate) removed: u64,
+    /// The senders (lowercased account names, each once) who were made a
+    /// late receipt: the server tells those who are connected to read them.
+    pub(crate) notified: Vec<String>,
+}
+
 /// How much a mailbox holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct MailboxCount {
@@ -63,8 +80,16 @@ impl Store {
         batch: &[Enqueue],
         caps: MailCaps,
     ) -> Result<Vec<Enqueued>, StoreError> {
-        self.write(|txn| Ok(Ok::<_, ()>(enqueue_in(txn, batch, caps)?)))
-            .map(|outcome| outcome.unwrap_or_default())
+        self.write(|txn| {
+            let mut tables = MailTables::open(txn)?;
+            let out = batch
+                .iter()
+                .map(|item| tables.enqueue(item, caps))
+                .collect::<Result<Vec<_>, _>>()?;
+            tables.finish()?;
+            Ok(Ok::<_, ()>(out))
+        })
+        .map(|outcome| outcome.unwrap_or_default())
     }
 
     /// Up to `n` stored messages of `recipient` with a seq of at least
@@ -82,20 +107,29 @@ impl Store {
             for entry in mail.range((key, from_seq)..=(key, u64::MAX))?.take(n) {
                 let (k, v) = entry?;
                 let seq = k.value().1;
-                let record = decode_mail(v.value())
-                    .map_err(|e| StoreError::Corrupt(format!("the message {key}/{seq}: {e}")))?;
-                out.push((seq, record));
+                out.push((seq, mail_record(key, seq, v.value())?));
             }
             Ok(out)
         })
     }
 
-    /// Remove the messages `seqs` of `recipient` (those still there).
-    /// Returns how many were removed.
+    /// Remove the delivered messages `seqs` of `recipient` (those still
+    /// there), making their senders' late receipts at `now_ms`.
     #[cfg_attr(not(test), allow(dead_code))]
-    pub(crate) fn ack(&self, recipient: &NameKey, seqs: &[u64]) -> Result<u64, StoreError> {
-        self.write(|txn| Ok(Ok::<_, ()>(ack_in(txn, recipient, seqs)?)))
-            .map(|outcome| outcome.unwrap_or(0))
+    pub(crate) fn ack(
+        &self,
+        recipient: &NameKey,
+        seqs: &[u64],
+        now_ms: u64,
+    ) -> Result<Acked, StoreError> {
+        self.write(|txn| {
+            let mut tables = MailTables::open(txn)?;
+            let mut acked = Acked::default();
+            tables.ack(recipient, seqs, now_ms, &mut acked)?;
+            tables.finish()?;
+            Ok(Ok::<_, ()>(acked))
+        })
+        .map(|outcome| outcome.unwrap_or_default())
     }
 
     /// How much `recipient`'s mailbox holds.
@@ -122,94 +156,169 @@ impl Store {
     }
 }
 
-/// The body of [`Store::enqueue_batch`].
-pub(crate) fn enqueue_in(
-    txn: &WriteTransaction,
-    batch: &[Enqueue],
-    caps: MailCaps,
-) -> Result<Vec<Enqueued>, StoreError> {
-    let accounts = txn.open_table(ACCOUNTS)?;
-    let mut mail = txn.open_table(MAIL)?;
-    let mut boxes = txn.open_table(MAILBOXES)?;
-    let mut meta = txn.open_table(META)?;
-    let mut total = meta.get(MAIL_BYTES_KEY)?.map_or(0, |v| v.value());
-    let mut out = Vec::with_capacity(batch.len());
-    for item in batch {
+/// The tables of mail and notices, open in one write transaction.
+pub(crate) struct MailTables<'txn> {
+    pub(super) accounts: Table<'txn, &'static str, &'static [u8]>,
+    pub(super) mail: Table<'txn, (&'static str, u64), &'static [u8]>,
+    pub(super) boxes: Table<'txn, &'static str, (u64, u64, u64)>,
+    pub(super) meta: Table<'txn, &'static str, u64>,
+    pub(super) expiry: Table<'txn, (u64, u8, &'static str, u64), ()>,
+    pub(super) notices: Table<'txn, (&'static str, u64), &'static [u8]>,
+    pub(super) notice_boxes: Table<'txn, &'static str, (u64, u64)>,
+    /// The bytes of all mail, written back to `meta` by [`MailTables::finish`].
+    pub(super) mail_bytes: u64,
+}
+
+impl<'txn> MailTables<'txn> {
+    /// Open every table of mail in `txn`.
+    pub(crate) fn open(txn: &'txn WriteTransaction) -> Result<Self, StoreError> {
+        let meta = txn.open_table(META)?;
+        let mail_bytes = meta.get(MAIL_BYTES_KEY)?.map_or(0, |v| v.value());
+        Ok(MailTables {
+            accounts: txn.open_table(ACCOUNTS)?,
+            mail: txn.open_table(MAIL)?,
+            boxes: txn.open_table(MAILBOXES)?,
+            meta,
+            expiry: txn.open_table(EXPIRY)?,
+            notices: txn.open_table(NOTICES)?,
+            notice_boxes: txn.open_table(NOTICE_BOXES)?,
+            mail_bytes,
+        })
+    }
+
+    /// Write back what is kept in memory; call before the commit.
+    pub(crate) fn finish(mut self) -> Result<(), StoreError> {
+        self.meta.insert(MAIL_BYTES_KEY, self.mail_bytes)?;
+        Ok(())
+    }
+
+    /// Whether `name` is a registered account.
+    pub(super) fn is_account(&self, name: &str) -> Result<bool, StoreError> {
+        Ok(self.accounts.get(name)?.is_some())
+    }
+
+    /// Store one message (see [`Store::enqueue_batch`]).
+    pub(crate) fn enqueue(
+        &mut self,
+        item: &Enqueue,
+        caps: MailCaps,
+    ) -> Result<Enqueued, StoreError> {
         let to = item.to.as_str();
-        if accounts.get(to)?.is_none() {
-            out.push(Enqueued::NotRegistered);
-            continue;
+        if !self.is_account(to)? {
+            return Ok(Enqueued::NotRegistered);
         }
         let bytes = encode_mail(&item.mail);
         let len = bytes.len() as u64;
-        let (next, count, used) = boxes.get(to)?.map_or((1, 0, 0), |v| v.value());
+        let (next, count, used) = self.boxes.get(to)?.map_or((1, 0, 0), |v| v.value());
         if count + 1 > caps.mailbox_messages
             || used + len > caps.mailbox_bytes
-            || total + len > caps.store_bytes
+            || self.mail_bytes + len > caps.store_bytes
         {
-            out.push(Enqueued::Full);
-            continue;
+            return Ok(Enqueued::Full);
         }
-        mail.insert((to, next), bytes.as_slice())?;
-        boxes.insert(to, (next + 1, count + 1, used + len))?;
-        total += len;
-        out.push(Enqueued::Stored(next));
+        self.mail.insert((to, next), bytes.as_slice())?;
+        self.boxes.insert(to, (next + 1, count + 1, used + len))?;
+        self.expiry
+            .insert((item.mail.sent_at_ms, EXPIRES_MAIL, to, next), ())?;
+        self.mail_bytes += len;
+        Ok(Enqueued::Stored(next))
     }
-    meta.insert(MAIL_BYTES_KEY, total)?;
-    Ok(out)
-}
 
-/// The body of [`Store::ack`].
-pub(crate) fn ack_in(
-    txn: &WriteTransaction,
-    recipient: &NameKey,
-    seqs: &[u64],
-) -> Result<u64, StoreError> {
-    let mut mail = txn.open_table(MAIL)?;
-    let mut boxes = txn.open_table(MAILBOXES)?;
-    let mut meta = txn.open_table(META)?;
-    let to = recipient.as_str();
-    let mut removed = 0;
-    let mut freed = 0;
-    for &seq in seqs {
-        if let Some(old) = mail.remove((to, seq))? {
-            removed += 1;
-            freed += old.value().len() as u64;
+    /// Remove the delivered messages `seqs` of `recipient`; their senders
+    /// get a `Delivered` notice made at `now_ms`. Adds to `acked`.
+    pub(crate) fn ack(
+        &mut self,
+        recipient: &NameKey,
+        seqs: &[u64],
+        now_ms: u64,
+        acked: &mut Acked,
+    ) -> Result<(), StoreError> {
+        for &seq in seqs {
+            if let Some(record) = self.remove_mail(recipient.as_str(), seq)? {
+                acked.removed += 1;
+                self.tell_sender(
+                    &record,
+                    NoticeOutcome::Delivered,
+                    now_ms,
+                    &mut acked.notified,
+                )?;
+            }
         }
+        Ok(())
     }
-    if removed > 0 {
-        let (next, count, used) = boxes.get(to)?.map_or((1, 0, 0), |v| v.value());
-        boxes.insert(
+
+    /// Remove one stored message, with its counters and index entry; the
+    /// record, if it was there.
+    pub(super) fn remove_mail(
+        &mut self,
+        to: &str,
+        seq: u64,
+    ) -> Result<Option<MailRecord>, StoreError> {
+        let Some(old) = self.mail.remove((to, seq))? else {
+            return Ok(None);
+        };
+        let bytes = old.value();
+        let freed = bytes.len() as u64;
+        let record = mail_record(to, seq, bytes)?;
+        drop(old);
+        let (next, count, used) = self.boxes.get(to)?.map_or((1, 0, 0), |v| v.value());
+        self.boxes.insert(
             to,
-            (
-                next,
-                count.saturating_sub(removed),
-                used.saturating_sub(freed),
-            ),
+            (next, count.saturating_sub(1), used.saturating_sub(freed)),
         )?;
-        let total = meta.get(MAIL_BYTES_KEY)?.map_or(0, |v| v.value());
-        meta.insert(MAIL_BYTES_KEY, total.saturating_sub(freed))?;
+        self.mail_bytes = self.mail_bytes.saturating_sub(freed);
+        self.expiry
+            .remove((record.sent_at_ms, EXPIRES_MAIL, to, seq))?;
+        Ok(Some(record))
     }
-    Ok(removed)
+
+    /// Make the sender of `record`, if it is an account, a notice of
+    /// `outcome`; note the sender in `notified` (once).
+    pub(super) fn tell_sender(
+        &mut self,
+        record: &MailRecord,
+        outcome: NoticeOutcome,
+        now_ms: u64,
+        notified: &mut Vec<String>,
+    ) -> Result<(), StoreError> {
+        let Some(sender) = record.sender_account.as_deref() else {
+            return Ok(());
+        };
+        let notice = NoticeRecord {
+            id: record.id,
+            outcome,
+            made_ms: now_ms,
+        };
+        if self.keep_notice(sender, notice)? && !notified.iter().any(|s| s == sender) {
+            notified.push(sender.to_owned());
+        }
+        Ok(())
+    }
+
+    /// Delete `recipient`'s whole mailbox: its messages are dropped unread,
+    /// and their senders get an `Expired` notice made at `now_ms`.
+    pub(crate) fn delete_mailbox(
+        &mut self,
+        recipient: &NameKey,
+        now_ms: u64,
+        notified: &mut Vec<String>,
+    ) -> Result<(), StoreError> {
+        let to = recipient.as_str();
+        let mut seqs = Vec::new();
+        for entry in self.mail.range((to, 0)..=(to, u64::MAX))? {
+            seqs.push(entry?.0.value().1);
+        }
+        for seq in seqs {
+            if let Some(record) = self.remove_mail(to, seq)? {
+                self.tell_sender(&record, NoticeOutcome::Expired, now_ms, notified)?;
+            }
+        }
+        self.boxes.remove(to)?;
+        Ok(())
+    }
 }
 
-/// Delete `recipient`'s whole mailbox (in the caller's transaction).
-pub(crate) fn delete_mailbox(
-    txn: &WriteTransaction,
-    recipient: &NameKey,
-) -> Result<(), StoreError> {
-    let mut mail = txn.open_table(MAIL)?;
-    let mut boxes = txn.open_table(MAILBOXES)?;
-    let mut meta = txn.open_table(META)?;
-    let to = recipient.as_str();
-    let freed = boxes.remove(to)?.map_or(0, |v| v.value().2);
-    drain_range(&mut mail, to)?;
-    let total = meta.get(MAIL_BYTES_KEY)?.map_or(0, |v| v.value());
-    meta.insert(MAIL_BYTES_KEY, total.saturating_sub(freed))?;
-    Ok(())
-}
-
-fn drain_range(mail: &mut Table<(&str, u64), &[u8]>, to: &str) -> Result<(), StoreError> {
-    mail.retain_in((to, 0)..=(to, u64::MAX), |_, _| false)?;
-    Ok(())
+/// Decode the mail record `to/seq`; damaged bytes are [`StoreError::Corrupt`].
+fn mail_record(to: &str, seq: u64, bytes: &[u8]) -> Result<MailRecord, StoreError> {
+    decode_mail(bytes).map_err(|e| StoreError::Corrupt(format!("the message {to}/{seq}: {e}")))
 }

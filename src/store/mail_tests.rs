@@ -53,14 +53,17 @@ fn enqueue_peek_ack_keep_order_and_counts() {
     );
     assert_eq!(all[0].1, mail(1, "m1"));
     assert_eq!(store.peek(&key("bob"), 3, 2).unwrap().len(), 2);
-    assert_eq!(store.ack(&key("bob"), &[1, 2, 2, 77]).unwrap(), 2);
+    assert_eq!(
+        store.ack(&key("bob"), &[1, 2, 2, 77], 9).unwrap().removed,
+        2
+    );
     let left = store.peek(&key("bob"), 0, 100).unwrap();
     assert_eq!(
         left.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
         vec![3, 4, 5]
     );
     assert_eq!(store.mailbox_count(&key("bob")).unwrap().messages, 3);
-    store.ack(&key("bob"), &[3, 4, 5]).unwrap();
+    store.ack(&key("bob"), &[3, 4, 5], 9).unwrap();
     assert_eq!(
         store.mailbox_count(&key("bob")).unwrap(),
         MailboxCount::default()
@@ -123,7 +126,7 @@ fn deleting_the_account_deletes_its_mail() {
         )
         .unwrap();
     let dan = store.mailbox_count(&key("dan")).unwrap();
-    store.delete_account(&key("bob")).unwrap().unwrap();
+    store.delete_account(&key("bob"), 9).unwrap().unwrap();
     assert!(store.peek(&key("bob"), 0, 10).unwrap().is_empty());
     assert_eq!(
         store.mailbox_count(&key("bob")).unwrap(),
@@ -161,7 +164,7 @@ async fn the_writer_answers_after_commit_and_keeps_order() {
     let stored = store.peek(&key("bob"), 0, 1000).unwrap();
     assert_eq!(stored.len(), 200);
     let ack: Vec<u64> = stored.iter().map(|(s, _)| *s).take(150).collect();
-    assert_eq!(writer.ack(key("bob"), ack).await.unwrap(), 150);
+    assert_eq!(writer.ack(key("bob"), ack, 9).await.unwrap().removed, 150);
     drop(writer);
     drop(store);
     // The thread holds a clone until it notices; reopen until it let go.
@@ -224,7 +227,7 @@ fn a_schema_1_database_is_upgraded_with_its_accounts() {
         .unwrap()
         .value();
     assert_eq!(version, u64::from(SCHEMA_VERSION));
-    assert_eq!(SCHEMA_VERSION, 2);
+    assert_eq!(SCHEMA_VERSION, 3);
     use redb::ReadableTableMetadata;
     assert_eq!(txn.open_table(MAIL).unwrap().len().unwrap(), 1);
 }

@@ -7,6 +7,8 @@
 //! - `accounts`: the account operations, each in one write transaction that
 //!   keeps the `accounts` table and its `devices` index consistent.
 //! - `mail`: the mailboxes (enqueue in batches, peek, ack, counts).
+//! - `notices`: late receipts kept for their senders.
+//! - `expiry`: the sweep that drops messages and notices past their lifetime.
 //! - `writer`: the one thread that writes mail, with group commit.
 //!
 //! Every operation is synchronous (the server calls them from
@@ -24,13 +26,17 @@
 //! lock behind). The refusal is [`StoreError::InUse`], at once, without waiting.
 
 mod accounts;
+mod expiry;
 mod mail;
+mod notices;
 mod record;
 mod schema;
 mod writer;
 
 #[cfg_attr(not(test), allow(unused_imports))]
-pub(crate) use mail::{Enqueue, Enqueued, MailCaps, MailboxCount};
+pub(crate) use mail::{Acked, Enqueue, Enqueued, MailCaps, MailboxCount};
+#[cfg_attr(not(test), allow(unused_imports))]
+pub(crate) use notices::NOTICES_PER_SENDER;
 pub(crate) use writer::MailWriter;
 
 use std::fs;
@@ -170,6 +176,27 @@ pub(crate) struct MailRecord {
     pub(crate) body: String,
     /// The sender's account (lowercased name), if the sender was registered.
     pub(crate) sender_account: Option<String>,
+}
+
+/// What became of a stored message, as its sender is told later.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NoticeOutcome {
+    /// The recipient's QUIC stack acknowledged its delivery.
+    Delivered,
+    /// It was dropped unread (its lifetime passed, or the operator deleted
+    /// the recipient's account).
+    Expired,
+}
+
+/// A late receipt kept for a sender who was not connected when it was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct NoticeRecord {
+    /// The id of the message it is about.
+    pub(crate) id: u64,
+    /// What became of the message.
+    pub(crate) outcome: NoticeOutcome,
+    /// When the notice was made, Unix ms (its lifetime counts from here).
+    pub(crate) made_ms: u64,
 }
 
 /// Why a registration was not carried out.
@@ -367,5 +394,7 @@ from_redb!(
 
 #[cfg(test)]
 mod mail_tests;
+#[cfg(test)]
+mod notice_tests;
 #[cfg(test)]
 mod tests;

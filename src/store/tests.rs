@@ -125,7 +125,7 @@ fn a_newer_schema_is_refused_and_nothing_is_written() {
     );
     assert_eq!(
         error.to_string(),
-        "the database has schema version 3, newer than the 2 this build supports"
+        "the database has schema version 4, newer than the 3 this build supports"
     );
 
     // The refused open bumped no boot epoch.

@@ -15,6 +15,7 @@ mod json;
 mod limits;
 mod mail;
 mod messaging;
+mod receipts;
 mod reconnect;
 mod shutdown;
 mod soak;

@@ -355,10 +355,10 @@ fn delete_frees_the_name_and_the_keys() {
         .add_device(&alice, &[2; 32], "b", MAX, 2)
         .unwrap()
         .unwrap();
-    let deleted = store.delete_account(&alice).unwrap().unwrap();
+    let deleted = store.delete_account(&alice, 3).unwrap().unwrap().account;
     assert_eq!(deleted.name, "Alice");
     assert_eq!(fingerprints(&deleted), [fp(1), fp(2)]);
-    assert_eq!(store.delete_account(&alice).unwrap(), None);
+    assert_eq!(store.delete_account(&alice, 3).unwrap(), None);
     assert_eq!(store.account(&alice).unwrap(), None);
     assert_eq!(store.account_of(&fp(1)).unwrap(), None);
     assert_eq!(store.account_of(&fp(2)).unwrap(), None);

@@ -47,6 +47,8 @@ pub struct TestServer {
     pub dir: PathBuf,
     pub admission: Arc<quic_chat::server::AdmissionStats>,
     pub tls: Arc<quic_chat::tls::TlsStats>,
+    /// The operator's handle (what the console runs its commands against).
+    pub operator: quic_chat::server::Operator,
     limits: Limits,
     accounts_mode: AccountsMode,
     mail: MailConfig,
@@ -153,6 +155,7 @@ impl TestServer {
         let ca = server.ca_path().expect("generated CA").to_owned();
         let admission = server.admission_stats();
         let tls = server.tls_stats();
+        let operator = server.operator();
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(server.run(shutdown.clone()));
         TestServer {
@@ -161,6 +164,7 @@ impl TestServer {
             dir,
             admission,
             tls,
+            operator,
             limits,
             accounts_mode,
             mail,
@@ -195,6 +199,11 @@ impl TestServer {
         within(Duration::from_secs(10), "server shutdown", self.task)
             .await
             .expect("server task");
+    }
+
+    /// What the operator console prints for `line`.
+    pub async fn console(&self, line: &str) -> String {
+        quic_chat::server::console::run_command(&self.operator, line).await
     }
 
     /// Start shutting down without waiting.
