@@ -7,6 +7,7 @@
 
 use super::config::AccountsMode;
 use super::presence::Presence;
+use super::stored::Mail;
 use crate::clock::unix_ms;
 use crate::protocol::{self, DeviceOp, Failure, Fingerprint, NameKey, Version};
 use crate::store::{AccountRecord, Conflict, Store, StoreError};
@@ -260,11 +261,11 @@ impl Accounts {
     }
 
     /// The operator's handle on the accounts.
-    pub(crate) fn operator(&self, presence: Presence, keeps_mail: bool) -> Operator {
+    pub(crate) fn operator(&self, presence: Presence, mail: Option<Mail>) -> Operator {
         Operator {
             accounts: self.clone(),
             presence,
-            keeps_mail,
+            mail,
         }
     }
 }
@@ -306,9 +307,12 @@ fn failure_detail(failure: Failure, max_devices: usize) -> String {
 pub struct Operator {
     accounts: Accounts,
     presence: Presence,
-    /// Whether the server keeps mail (no `--no-store`).
-    keeps_mail: bool,
+    /// The server's mail, unless it keeps none (`--no-store`).
+    mail: Option<Mail>,
 }
+
+/// How long the operator's deletion waits for a guest to take its receipt.
+const GUEST_RECEIPT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What the store holds for one account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -324,7 +328,7 @@ pub(crate) struct Waiting {
 impl Operator {
     /// What the store holds for `key`; `None` when the server keeps no mail.
     pub(crate) async fn waiting(&self, key: NameKey) -> Result<Option<Waiting>, StoreError> {
-        if !self.keeps_mail {
+        if self.mail.is_none() {
             return Ok(None);
         }
         self.accounts
@@ -392,8 +396,10 @@ impl Operator {
             return Ok(None);
         };
         self.disconnect_if(key, |mailbox| mailbox.is_account());
-        // The senders of its dropped mail were made an Expired notice.
-        super::notices::ring(&self.presence, &deleted.notified);
+        // The senders of its dropped mail are owed an Expired receipt.
+        if let Some(mail) = &self.mail {
+            super::notices::tell(&self.presence, mail, &deleted.told, GUEST_RECEIPT_DEADLINE);
+        }
         Ok(Some(deleted.account))
     }
 

@@ -6,6 +6,7 @@ mod config;
 pub mod console;
 mod delivery;
 mod drain;
+mod guest_receipts;
 mod hello;
 mod ids;
 mod mailbox;
@@ -175,10 +176,9 @@ impl Server {
 
     /// The operator's handle on accounts and connections (for the console).
     pub fn operator(&self) -> Operator {
-        let keeps_mail = self.state.mail.is_some();
         self.state
             .accounts
-            .operator(self.state.presence.clone(), keeps_mail)
+            .operator(self.state.presence.clone(), self.state.mail.clone())
     }
 
     /// The CA certificate clients need, when the server made its own CA.

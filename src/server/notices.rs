@@ -9,6 +9,7 @@
 //! repeated receipt).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::task::JoinSet;
 
@@ -18,16 +19,29 @@ use super::presence::Presence;
 use super::state::State;
 use super::stored::Mail;
 use crate::protocol::{NameKey, Status};
-use crate::store::{NoticeOutcome, NoticeRecord};
+use crate::store::{NoticeOutcome, NoticeRecord, Told};
 
 /// Notices read from the store at a time.
 const PAGE: usize = 64;
 /// Receipt streams in flight (unacknowledged) at once.
 const WINDOW: usize = 16;
 
+/// Tell those `told` names: ring each sender account's connection (a notice
+/// was kept for it), and push guests' receipts to the guest connections
+/// that sent the messages, if still open.
+pub(crate) fn tell(presence: &Presence, mail: &Mail, told: &Told, deadline: Duration) {
+    ring(presence, &told.senders);
+    let guests: Vec<(u64, Status)> = told
+        .guests
+        .iter()
+        .map(|&(id, outcome)| (id, status_of(outcome)))
+        .collect();
+    mail.guests.tell(&guests, deadline);
+}
+
 /// Ring the connection of each of `senders` (lowercased account names) that
 /// is connected: a notice was kept for it.
-pub(crate) fn ring(presence: &Presence, senders: &[String]) {
+fn ring(presence: &Presence, senders: &[String]) {
     for sender in senders {
         let Ok(key) = NameKey::new(sender) else {
             continue;

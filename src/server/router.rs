@@ -1,11 +1,12 @@
 //! The Send policy: which checks a message passes, where it goes, and the one
 //! place where what happened to it becomes the `Status` its sender is told.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, Weak};
 
 use bytes::Bytes;
 
 use super::delivery::{DeliveryOutcome, Envelope};
+use super::mailbox::Mailbox;
 use super::presence::Route;
 use super::rate::TokenBucket;
 use super::state::State;
@@ -21,17 +22,26 @@ pub(crate) struct Sender {
     pub(crate) account: Option<NameKey>,
     /// The sender's rate limit, if the server has one.
     pub(crate) rate: Option<Mutex<TokenBucket>>,
+    /// A v2 guest's own connection, told the late receipts of its stored
+    /// messages (an account's are kept for it instead; v1 gets none).
+    pub(crate) reply_to: Option<Weak<Mailbox>>,
 }
 
 impl Sender {
     /// A sender named `name`, limited as `state`'s limits say.
-    pub(crate) fn new(name: std::sync::Arc<str>, account: Option<NameKey>, state: &State) -> Self {
+    pub(crate) fn new(
+        name: std::sync::Arc<str>,
+        account: Option<NameKey>,
+        reply_to: Option<Weak<Mailbox>>,
+        state: &State,
+    ) -> Self {
         let limits = &state.limits;
         Sender {
             name,
             account,
             rate: (limits.rate_limit > 0.0)
                 .then(|| Mutex::new(TokenBucket::new(limits.rate_limit, limits.rate_burst))),
+            reply_to,
         }
     }
 
@@ -80,7 +90,11 @@ pub(crate) async fn route_send(
         Route::Unknown => {
             return match mail {
                 // The store answers NotConnected for a name with no account.
-                Some((mail, sender)) => (id, mail.store(key, &envelope, sender).await),
+                Some((mail, sender)) => (
+                    id,
+                    mail.store(key, &envelope, sender, from.reply_to.as_ref())
+                        .await,
+                ),
                 None => (id, Status::NotConnected),
             };
         }
@@ -89,7 +103,11 @@ pub(crate) async fn route_send(
         if mailbox.is_account() {
             if let Some(_hold) = mailbox.hold_if_draining() {
                 // Behind the backlog that is draining, never ahead of it.
-                return (id, mail.store(key, &envelope, sender).await);
+                return (
+                    id,
+                    mail.store(key, &envelope, sender, from.reply_to.as_ref())
+                        .await,
+                );
             }
         }
     }
@@ -108,7 +126,11 @@ pub(crate) async fn route_send(
                 sent_at_ms,
                 body,
             };
-            (id, mail.store(key, &envelope, sender).await)
+            (
+                id,
+                mail.store(key, &envelope, sender, from.reply_to.as_ref())
+                    .await,
+            )
         }
         (outcome, _) => (id, status_of(outcome)),
     }

@@ -51,8 +51,11 @@ pub(crate) async fn run(
             let mailbox = Arc::clone(registration.mailbox());
             tracker.spawn(super::drain::run(Arc::clone(&state), mail, mailbox, key));
         }
+        // A v2 guest hears of its stored messages on this connection.
+        let reply_to = (account.is_none() && version >= Version::V2)
+            .then(|| Arc::downgrade(registration.mailbox()));
         let session = Arc::new(Session {
-            sender: Sender::new(name, account, &state),
+            sender: Sender::new(name, account, reply_to, &state),
             connection,
             version,
             principal,

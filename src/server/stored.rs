@@ -2,9 +2,12 @@
 //! that is not connected (through the group-committing writer), and what
 //! the sender is told about it.
 
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use super::delivery::Envelope;
+use super::guest_receipts::GuestReceipts;
+use super::mailbox::Mailbox;
 use crate::protocol::{NameKey, Status};
 use crate::store::{Enqueue, Enqueued, MailCaps, MailRecord, MailWriter, Store, StoreError};
 
@@ -21,6 +24,8 @@ pub(crate) struct Mail {
     pub(crate) guest_mail: bool,
     /// How long stored messages and kept notices live.
     pub(crate) ttl: Duration,
+    /// The guest connections waiting for late receipts.
+    pub(crate) guests: Arc<GuestReceipts>,
 }
 
 impl Mail {
@@ -37,6 +42,7 @@ impl Mail {
             writer,
             guest_mail,
             ttl,
+            guests: Arc::default(),
         })
     }
 
@@ -48,12 +54,14 @@ impl Mail {
     }
 
     /// Store `envelope` for the account `to` from `sender_account` (`None`:
-    /// a guest); the status once committed (or why not).
+    /// a guest); the status once committed (or why not). A guest's
+    /// `reply_to` connection is told the message's late receipt.
     pub(crate) async fn store(
         &self,
         to: NameKey,
         envelope: &Envelope<'_>,
         sender_account: Option<NameKey>,
+        reply_to: Option<&Weak<Mailbox>>,
     ) -> Status {
         let mail = MailRecord {
             id: envelope.id,
@@ -62,9 +70,15 @@ impl Mail {
             body: String::from_utf8_lossy(&envelope.body).into_owned(),
             sender_account: sender_account.map(|key| key.as_str().to_owned()),
         };
+        // Watched before the commit, so that a drain right after it finds
+        // the guest's connection.
+        let guest = sender_account.is_none();
+        if let (true, Some(reply_to)) = (guest, reply_to) {
+            self.guests.watch(envelope.id, reply_to.clone());
+        }
         let stored =
             tokio::time::timeout(STORE_DEADLINE, self.writer.enqueue(Enqueue { to, mail }));
-        match stored.await {
+        let status = match stored.await {
             Ok(Ok(Enqueued::Stored(_))) => Status::Queued,
             Ok(Ok(Enqueued::NotRegistered)) => Status::NotConnected,
             Ok(Ok(Enqueued::Full)) => Status::RecipientBusy,
@@ -76,7 +90,11 @@ impl Mail {
                 tracing::error!("storing a message took over {STORE_DEADLINE:?}");
                 Status::RecipientBusy
             }
+        };
+        if guest && status != Status::Queued {
+            self.guests.forget(envelope.id);
         }
+        status
     }
 
     /// Messages waiting for `key` (0 if the store cannot tell).

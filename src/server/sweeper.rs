@@ -52,7 +52,12 @@ async fn sweep(state: &State, mail: &Mail) {
                         "expired stored mail"
                     );
                 }
-                notices::ring(&state.presence, &swept.notified);
+                notices::tell(
+                    &state.presence,
+                    mail,
+                    &swept.told,
+                    state.limits.delivery_timeout,
+                );
                 if !swept.more {
                     return;
                 }

@@ -26,8 +26,8 @@ pub(crate) const MAX_LABEL_BYTES: usize = 64;
 pub(crate) struct Deleted {
     /// The account as it was.
     pub(crate) account: AccountRecord,
-    /// The senders of its dropped mail who were made an `Expired` notice.
-    pub(crate) notified: Vec<String>,
+    /// Who is owed an `Expired` receipt for its dropped mail.
+    pub(crate) told: super::mail::Told,
 }
 
 impl Store {
@@ -329,11 +329,11 @@ impl Store {
                 account
             };
             let mut tables = super::mail::MailTables::open(txn)?;
-            let mut notified = Vec::new();
-            tables.delete_mailbox(name, now_ms, &mut notified)?;
+            let mut told = super::mail::Told::default();
+            tables.delete_mailbox(name, now_ms, &mut told)?;
             tables.delete_notices(name)?;
             tables.finish()?;
-            Ok(Ok(Deleted { account, notified }))
+            Ok(Ok(Deleted { account, told }))
         })
         .map(Result::ok)
     }

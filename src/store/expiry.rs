@@ -18,8 +18,8 @@ pub(crate) struct Swept {
     pub(crate) messages: u64,
     /// Kept notices dropped.
     pub(crate) notices: u64,
-    /// The senders (each once) who were made an `Expired` notice.
-    pub(crate) notified: Vec<String>,
+    /// Who is owed an `Expired` receipt.
+    pub(crate) told: super::mail::Told,
     /// Whether more has expired than this sweep's limit took.
     pub(crate) more: bool,
 }
@@ -73,12 +73,7 @@ impl MailTables<'_> {
                 EXPIRES_MAIL => {
                     if let Some(record) = self.remove_mail(&name, seq)? {
                         swept.messages += 1;
-                        self.tell_sender(
-                            &record,
-                            NoticeOutcome::Expired,
-                            now_ms,
-                            &mut swept.notified,
-                        )?;
+                        self.tell_sender(&record, NoticeOutcome::Expired, now_ms, &mut swept.told)?;
                     }
                 }
                 EXPIRES_NOTICE => swept.notices += self.ack_notices(&name, &[seq])?,

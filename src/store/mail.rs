@@ -51,14 +51,25 @@ pub(crate) enum Enqueued {
     Full,
 }
 
+/// Who is owed a late receipt after messages were removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Told {
+    /// The senders (lowercased account names, each once) who were kept a
+    /// notice: the server rings those who are connected to read them.
+    pub(crate) senders: Vec<String>,
+    /// The removed messages that came from guests, with what became of
+    /// them: nothing is kept for a guest; the server tells the connection
+    /// that sent it, if that is still open.
+    pub(crate) guests: Vec<(u64, NoticeOutcome)>,
+}
+
 /// What removing delivered messages did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Acked {
     /// Messages removed (those still there).
     pub(crate) removed: u64,
-    /// The senders (lowercased account names, each once) who were made a
-    /// late receipt: the server tells those who are connected to read them.
-    pub(crate) notified: Vec<String>,
+    /// Who is owed a late receipt.
+    pub(crate) told: Told,
 }
 
 /// How much a mailbox holds.
@@ -236,12 +247,7 @@ impl<'txn> MailTables<'txn> {
         for &seq in seqs {
             if let Some(record) = self.remove_mail(recipient.as_str(), seq)? {
                 acked.removed += 1;
-                self.tell_sender(
-                    &record,
-                    NoticeOutcome::Delivered,
-                    now_ms,
-                    &mut acked.notified,
-                )?;
+                self.tell_sender(&record, NoticeOutcome::Delivered, now_ms, &mut acked.told)?;
             }
         }
         Ok(())
@@ -273,15 +279,16 @@ impl<'txn> MailTables<'txn> {
     }
 
     /// Make the sender of `record`, if it is an account, a notice of
-    /// `outcome`; note the sender in `notified` (once).
+    /// `outcome`; note who is owed a receipt in `told`.
     pub(super) fn tell_sender(
         &mut self,
         record: &MailRecord,
         outcome: NoticeOutcome,
         now_ms: u64,
-        notified: &mut Vec<String>,
+        told: &mut Told,
     ) -> Result<(), StoreError> {
         let Some(sender) = record.sender_account.as_deref() else {
+            told.guests.push((record.id, outcome));
             return Ok(());
         };
         let notice = NoticeRecord {
@@ -289,8 +296,8 @@ impl<'txn> MailTables<'txn> {
             outcome,
             made_ms: now_ms,
         };
-        if self.keep_notice(sender, notice)? && !notified.iter().any(|s| s == sender) {
-            notified.push(sender.to_owned());
+        if self.keep_notice(sender, notice)? && !told.senders.iter().any(|s| s == sender) {
+            told.senders.push(sender.to_owned());
         }
         Ok(())
     }
@@ -301,7 +308,7 @@ impl<'txn> MailTables<'txn> {
         &mut self,
         recipient: &NameKey,
         now_ms: u64,
-        notified: &mut Vec<String>,
+        told: &mut Told,
     ) -> Result<(), StoreError> {
         let to = recipient.as_str();
         let mut seqs = Vec::new();
@@ -310,7 +317,7 @@ impl<'txn> MailTables<'txn> {
         }
         for seq in seqs {
             if let Some(record) = self.remove_mail(to, seq)? {
-                self.tell_sender(&record, NoticeOutcome::Expired, now_ms, notified)?;
+                self.tell_sender(&record, NoticeOutcome::Expired, now_ms, told)?;
             }
         }
         self.boxes.remove(to)?;

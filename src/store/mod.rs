@@ -34,7 +34,7 @@ mod schema;
 mod writer;
 
 #[cfg_attr(not(test), allow(unused_imports))]
-pub(crate) use mail::{Acked, Enqueue, Enqueued, MailCaps, MailboxCount};
+pub(crate) use mail::{Acked, Enqueue, Enqueued, MailCaps, MailboxCount, Told};
 #[cfg_attr(not(test), allow(unused_imports))]
 pub(crate) use notices::NOTICES_PER_SENDER;
 pub(crate) use writer::MailWriter;

@@ -151,7 +151,9 @@ fn a_delivered_message_makes_its_sender_one_notice() {
         .unwrap();
     let acked = store.ack(&key("bob"), &[1, 2, 3, 4, 4], 500).unwrap();
     assert_eq!(acked.removed, 4);
-    assert_eq!(acked.notified, ["alice", "carol"]);
+    assert_eq!(acked.told.senders, ["alice", "carol"]);
+    // The guest's message is noted for its connection, and nothing is kept.
+    assert_eq!(acked.told.guests, [(12, NoticeOutcome::Delivered)]);
     assert_eq!(
         notices(&store, "alice"),
         [delivered(11, 500), delivered(14, 500)]
@@ -222,7 +224,8 @@ fn the_sweep_expires_messages_and_notices_by_their_own_clocks() {
     let swept = store.sweep(1_003, 2_000, 100).unwrap();
     assert_eq!(swept.messages, 4);
     assert_eq!(swept.notices, 0);
-    assert_eq!(swept.notified, ["alice"]);
+    assert_eq!(swept.told.senders, ["alice"]);
+    assert_eq!(swept.told.guests, [(7, NoticeOutcome::Expired)]);
     assert!(!swept.more);
     let left: Vec<u64> = store
         .peek(&key("bob"), 0, 10)
@@ -282,14 +285,14 @@ fn deleting_accounts_expires_their_mail_and_drops_their_notices() {
     // Bob's account goes: both senders are told his mail expired.
     let deleted = store.delete_account(&key("bob"), 50).unwrap().unwrap();
     assert_eq!(deleted.account.name, "Bob");
-    assert_eq!(deleted.notified, ["alice", "carol"]);
+    assert_eq!(deleted.told.senders, ["alice", "carol"]);
     assert_eq!(notices(&store, "alice"), [expired(1, 50)]);
     assert_eq!(notices(&store, "carol"), [expired(2, 50)]);
     assert_consistent(&store);
     // Alice's account goes: her notices go, and her mailbox's message from
     // carol is expired to carol.
     let deleted = store.delete_account(&key("alice"), 60).unwrap().unwrap();
-    assert_eq!(deleted.notified, ["carol"]);
+    assert_eq!(deleted.told.senders, ["carol"]);
     assert_eq!(store.notice_count(&key("alice")).unwrap(), 0);
     assert_eq!(notices(&store, "carol"), [expired(2, 50), expired(3, 60)]);
     // Deleting carol leaves nothing at all.
@@ -304,7 +307,10 @@ fn deleting_accounts_expires_their_mail_and_drops_their_notices() {
     store
         .enqueue_batch(&[message("dan", 4, 80, Some("zed"))], CAPS)
         .unwrap();
-    assert_eq!(store.ack(&key("dan"), &[1], 90).unwrap().notified.len(), 0);
+    assert_eq!(
+        store.ack(&key("dan"), &[1], 90).unwrap().told.senders.len(),
+        0
+    );
 }
 
 #[test]
@@ -364,7 +370,7 @@ async fn the_writer_acks_sweeps_and_removes_notices() {
             .unwrap();
     }
     let acked = writer.ack(key("bob"), vec![1, 2], 300).await.unwrap();
-    assert_eq!((acked.removed, acked.notified.len()), (2, 1));
+    assert_eq!((acked.removed, acked.told.senders.len()), (2, 1));
     let swept = writer.sweep(104, 400, 10).await.unwrap();
     assert_eq!(swept.messages, 2);
     let kept: Vec<u64> = store

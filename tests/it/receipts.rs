@@ -174,3 +174,23 @@ async fn deleting_an_account_expires_the_mail_waiting_for_it() {
     assert_eq!(queued, 0);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_guest_hears_of_its_stored_message_on_the_connection_that_sent_it() {
+    let server = TestServer::start_with_mail(MailConfig {
+        guest_mail: true,
+        ..MailConfig::default()
+    })
+    .await;
+    let bob_key = register(&server, "bob").await;
+    let (guest, _) = hello_as(&RawClient::new(&server, V2, None), &server, "visitor").await;
+    let (id, status) = receipt(&guest, "bob", "from a guest").await;
+    assert_eq!(status, Status::Queued);
+    let (bob, queued) = session(&server, "bob", &bob_key).await;
+    assert_eq!(queued, 1);
+    assert_eq!(next_deliver(&bob).await.0, id);
+    assert_eq!(next_receipt(&guest).await, (id, Status::Delivered));
+    // Nothing is kept for a guest.
+    until_stored(&server, "bob", "stored: 0 messages").await;
+    server.stop().await;
+}
