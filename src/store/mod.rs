@@ -368,4 +368,8 @@ from_redb!(
 #[cfg(test)]
 mod mail_tests;
 #[cfg(test)]
+mod power_cut;
+#[cfg(test)]
+mod power_cut_tests;
+#[cfg(test)]
 mod tests;
