@@ -11,7 +11,7 @@ use quic_chat::protocol::{decode, Push, Reply, Request, Status};
 use crate::harness::v2::*;
 use crate::harness::*;
 
-const V2: &[u8] = b"quic-chat/2";
+pub const V2: &[u8] = b"quic-chat/2";
 
 fn send(to: &str, body: &str) -> Request {
     Request::Send {
@@ -20,14 +20,14 @@ fn send(to: &str, body: &str) -> Request {
     }
 }
 
-async fn receipt(connection: &quinn::Connection, to: &str, body: &str) -> (u64, Status) {
+pub async fn receipt(connection: &quinn::Connection, to: &str, body: &str) -> (u64, Status) {
     match ask(connection, &send(to, body)).await {
         Reply::Receipt { id, status } => (id, status),
         other => panic!("Receipt expected, got {other:?}"),
     }
 }
 
-fn queued_of(reply: &Reply) -> u32 {
+pub fn queued_of(reply: &Reply) -> u32 {
     match reply {
         Reply::Session { queued, .. } => *queued,
         other => panic!("Session expected, got {other:?}"),
@@ -35,7 +35,7 @@ fn queued_of(reply: &Reply) -> u32 {
 }
 
 /// The next delivery: (id, from, sent_at_ms, body).
-async fn next_deliver(connection: &quinn::Connection) -> (u64, String, u64, String) {
+pub async fn next_deliver(connection: &quinn::Connection) -> (u64, String, u64, String) {
     within(Duration::from_secs(10), "a delivery", async {
         let mut recv = connection.accept_uni().await.expect("a delivery stream");
         let bytes = recv.read_to_end(1 << 20).await.expect("read delivery");
@@ -53,7 +53,7 @@ async fn next_deliver(connection: &quinn::Connection) -> (u64, String, u64, Stri
 }
 
 /// Register `name` with a new device key and leave; the key for later.
-async fn register(server: &TestServer, name: &str) -> DeviceKey {
+pub async fn register(server: &TestServer, name: &str) -> DeviceKey {
     let key = DeviceKey::new();
     let (connection, reply) = hello_as(&RawClient::new(server, V2, Some(&key)), server, name).await;
     assert_eq!(queued_of(&reply), 0);
