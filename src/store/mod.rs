@@ -397,4 +397,8 @@ mod mail_tests;
 #[cfg(test)]
 mod notice_tests;
 #[cfg(test)]
+mod power_cut;
+#[cfg(test)]
+mod power_cut_tests;
+#[cfg(test)]
 mod tests;

@@ -14,6 +14,8 @@ mod identity;
 mod json;
 mod limits;
 mod mail;
+mod mail_delete;
+mod mail_refused;
 mod messaging;
 mod receipts;
 mod reconnect;

@@ -40,6 +40,19 @@ pub struct RawClient {
 
 impl RawClient {
     pub fn new(server: &TestServer, alpn: &[u8], device: Option<&DeviceKey>) -> Self {
+        let mut transport = quinn::TransportConfig::default();
+        transport.max_concurrent_uni_streams(16u32.into());
+        Self::with_transport(server, alpn, device, transport)
+    }
+
+    /// [`RawClient::new`] with the given transport settings (say, a small
+    /// receive window that holds a delivery back until it is read).
+    pub fn with_transport(
+        server: &TestServer,
+        alpn: &[u8],
+        device: Option<&DeviceKey>,
+        transport: quinn::TransportConfig,
+    ) -> Self {
         let mut roots = rustls::RootCertStore::empty();
         for cert in quic_chat::tls::read_chain(&server.ca).unwrap() {
             roots.add(cert).unwrap();
@@ -61,8 +74,6 @@ impl RawClient {
         crypto.alpn_protocols = vec![alpn.to_vec()];
         let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(crypto).unwrap();
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-        let mut transport = quinn::TransportConfig::default();
-        transport.max_concurrent_uni_streams(16u32.into());
         config.transport_config(Arc::new(transport));
         let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
         endpoint.set_default_client_config(config);
