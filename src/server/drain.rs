@@ -27,9 +27,19 @@ const WINDOW: usize = 16;
 /// Deliver `key`'s stored mail on `mailbox`'s connection, make it live, then
 /// serve the late receipts kept for `key` (after the stored messages, as the
 /// contract orders) until the connection ends.
+///
+/// A message stored for `key` after the drain (a Send that found it offline
+/// and was committed just as it connected) rings the mailbox: it is drained
+/// then, so it waits for no later session.
 pub(crate) async fn run(state: Arc<State>, mail: Mail, mailbox: Arc<Mailbox>, key: NameKey) {
-    if drain(&state, &mail, &mailbox, key).await {
-        notices::serve(state, mail, mailbox, key).await;
+    loop {
+        if !drain(&state, &mail, &mailbox, key).await {
+            return;
+        }
+        tokio::select! {
+            () = notices::serve(Arc::clone(&state), mail.clone(), Arc::clone(&mailbox), key) => return,
+            () = mailbox.mail_rung() => mailbox.drain_again(),
+        }
     }
 }
 

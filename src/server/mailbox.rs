@@ -37,6 +37,9 @@ pub(crate) struct Mailbox {
     stored: tokio::sync::Notify,
     /// Rung when a late receipt was kept for this account (`notices.rs`).
     notice_bell: tokio::sync::Notify,
+    /// Rung when a message was stored for this account after its drain
+    /// ended (a Send that found it offline, committed as it connected).
+    mail_bell: tokio::sync::Notify,
 }
 
 /// A Send being stored behind a draining backlog; dropping it tells the drain.
@@ -70,7 +73,26 @@ impl Mailbox {
             drain: Mutex::new(0),
             stored: tokio::sync::Notify::new(),
             notice_bell: tokio::sync::Notify::new(),
+            mail_bell: tokio::sync::Notify::new(),
         }
+    }
+
+    /// Tell this account's connection that a message was stored for it
+    /// while it was connected.
+    pub(crate) fn ring_mail(&self) {
+        self.mail_bell.notify_one();
+    }
+
+    /// Wait until [`Mailbox::ring_mail`] is called.
+    pub(crate) async fn mail_rung(&self) {
+        self.mail_bell.notified().await;
+    }
+
+    /// Go back to Draining (stored mail turned up after the drain): Sends
+    /// are stored behind it again until the drain finds the store empty.
+    pub(crate) fn drain_again(&self) {
+        let _pending = self.drain.lock().unwrap_or_else(|e| e.into_inner());
+        self.draining.store(true, Ordering::Release);
     }
 
     /// Tell this account's connection that a late receipt was kept for it.

@@ -90,11 +90,19 @@ pub(crate) async fn route_send(
         Route::Unknown => {
             return match mail {
                 // The store answers NotConnected for a name with no account.
-                Some((mail, sender)) => (
-                    id,
-                    mail.store(key, &envelope, sender, from.reply_to.as_ref())
-                        .await,
-                ),
+                Some((mail, sender)) => {
+                    let status = mail
+                        .store(key, &envelope, sender, from.reply_to.as_ref())
+                        .await;
+                    // The recipient may have connected, and finished its
+                    // drain, while this was committed: have it drain again.
+                    if status == Status::Queued {
+                        if let Some(mailbox) = state.presence.connected(&key) {
+                            mailbox.ring_mail();
+                        }
+                    }
+                    (id, status)
+                }
                 None => (id, Status::NotConnected),
             };
         }
