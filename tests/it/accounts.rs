@@ -509,6 +509,10 @@ fn the_data_directory_has_one_server_and_the_console_manages_accounts() {
         device.starts_with(&format!("  {phone} \"first device\", added ")),
         "{device}"
     );
+    assert_eq!(
+        server.line(),
+        "  stored: 0 messages (0 bytes) for it, 0 late receipts for it as a sender"
+    );
 
     // Removing the device closes its connection; deleting frees the name.
     assert_eq!(
