@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::bench::{BenchConfig, Workload};
 use crate::client::ClientConfig;
+use crate::cluster::ClusterConfig;
 use crate::server::{AccountsConfig, AccountsMode, Limits, MailConfig, ServerConfig};
 use crate::tls::{CertSource, ClientIdentity, TlsError};
 
@@ -185,6 +186,34 @@ pub struct ServerArgs {
     /// asks for a day at least, shorter is for trying it out.
     #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_mail_ttl)]
     pub mail_ttl: Duration,
+    /// Join a cluster through these NATS servers (comma-separated URLs).
+    /// Under construction: a node takes its node lease only; users, names
+    /// and mail are not shared yet (docs/CLUSTER.md). Without it, nothing
+    /// connects to NATS.
+    #[arg(long, value_name = "URLS", hide = true, value_delimiter = ',')]
+    pub cluster: Vec<String>,
+    /// This node's id in the cluster (1 to 32 of a-z, 0-9, -).
+    #[arg(long, value_name = "ID", hide = true, requires = "cluster")]
+    pub node_id: Option<crate::cluster::NodeId>,
+    /// Prefix of the cluster's NATS subjects and buckets.
+    #[arg(long, value_name = "PREFIX", hide = true, default_value = "qc")]
+    pub cluster_prefix: String,
+}
+
+impl ServerArgs {
+    /// The cluster this server joins, if `--cluster` was given.
+    pub fn cluster_config(&self) -> Result<Option<ClusterConfig>, String> {
+        if self.cluster.is_empty() {
+            return Ok(None);
+        }
+        let node_id = self
+            .node_id
+            .clone()
+            .ok_or("--cluster needs --node-id (1 to 32 of a-z, 0-9, -)")?;
+        let mut config = ClusterConfig::new(self.cluster.clone(), node_id);
+        config.prefix = self.cluster_prefix.clone();
+        Ok(Some(config))
+    }
 }
 
 /// Parse `--mail-ttl`: a duration such as `7d` or `90s`, at least a second.

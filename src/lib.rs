@@ -20,6 +20,7 @@ pub mod chat;
 pub mod cli;
 pub mod client;
 pub mod clock;
+pub mod cluster;
 pub mod protocol;
 pub mod server;
 mod stdin;

@@ -5,6 +5,7 @@ mod accounts;
 mod backpressure;
 mod bench;
 mod cli;
+mod cluster;
 mod codec_props;
 mod crash;
 mod faults;

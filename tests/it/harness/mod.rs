@@ -12,6 +12,7 @@ use quic_chat::server::{AccountsConfig, AccountsMode, Limits, MailConfig, Server
 use quic_chat::tls::CertSource;
 use tokio_util::sync::CancellationToken;
 
+pub mod nats;
 pub mod process;
 pub mod v2;
 
