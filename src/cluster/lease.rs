@@ -166,6 +166,19 @@ impl NodeLease {
         self.incarnation
     }
 
+    /// Whether `node` has a live lease held by its run `incarnation`.
+    pub async fn is_live(&self, node: &str, incarnation: u64) -> Result<bool, ClusterError> {
+        let entry = self
+            .bucket
+            .entry(node)
+            .await
+            .map_err(|e| ClusterError::Nats(e.to_string()))?;
+        Ok(entry.is_some_and(|entry| {
+            entry.operation == kv::Operation::Put
+                && entry.value == incarnation.to_string().as_bytes()
+        }))
+    }
+
     /// The ids of the nodes whose lease is live, sorted.
     pub async fn nodes(&self) -> Result<Vec<String>, ClusterError> {
         let mut keys = self

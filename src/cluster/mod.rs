@@ -8,16 +8,20 @@
 //! - [`Cluster::join`]: the connection to NATS (its version checked), and
 //!   this node's lease in the `<prefix>_nodes` key-value bucket
 //!   (`lease.rs`): a node id held by a live node is refused, the lease is
-//!   renewed in the background and released on a graceful stop.
+//!   renewed in the background and released on a graceful stop;
+//! - [`Names`]: names unique in the whole cluster (`names.rs`), claimed
+//!   and released by compare-and-set, stale claims of dead nodes taken over.
 //!
 //! Nothing in this module runs unless the server is started with
 //! `--cluster`: a single node never connects to anything.
 
 mod lease;
+mod names;
 
 use std::time::Duration;
 
 pub use lease::{LeaseState, NodeLease};
+pub use names::{name_key, Claim, ClaimError, Names};
 
 /// The oldest nats-server cluster mode accepts: per-key TTLs and limit
 /// markers in key-value buckets, and `sync_interval: always`, arrived in 2.11.
@@ -155,6 +159,7 @@ pub fn version_is_supported(version: &str) -> bool {
 pub struct Cluster {
     client: async_nats::Client,
     lease: NodeLease,
+    names: Names,
     server_version: String,
 }
 
@@ -183,9 +188,11 @@ impl Cluster {
                 });
             }
             let lease = NodeLease::take(client.clone(), config).await?;
+            let names = Names::open(client.clone(), config, &lease).await?;
             Ok(Cluster {
                 client,
                 lease,
+                names,
                 server_version,
             })
         })
@@ -204,6 +211,11 @@ impl Cluster {
     /// This node's lease.
     pub fn lease(&self) -> &NodeLease {
         &self.lease
+    }
+
+    /// The cluster-wide name claims.
+    pub fn names(&self) -> &Names {
+        &self.names
     }
 
     /// The time of one round trip to NATS now.
