@@ -231,3 +231,32 @@ fn a_schema_1_database_is_upgraded_with_its_accounts() {
     use redb::ReadableTableMetadata;
     assert_eq!(txn.open_table(MAIL).unwrap().len().unwrap(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_enqueue_nobody_waits_for_any_more_is_not_stored() {
+    let (_dir, store) = fresh();
+    store.register("Bob", fp(1), 0).unwrap().unwrap();
+    let writer = MailWriter::spawn(store.clone(), CAPS).unwrap();
+    // Hold the database's write lock, so the writer cannot apply anything.
+    let blocker = store.inner.db.begin_write().unwrap();
+    let abandoned = writer.enqueue(to("bob", 1, "given up"));
+    // The sender's deadline passes: it stops waiting.
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(50), abandoned)
+            .await
+            .is_err()
+    );
+    blocker.abort().unwrap();
+    // One that is waited for is stored, and the abandoned one is not.
+    assert_eq!(
+        writer.enqueue(to("bob", 2, "kept")).await.unwrap(),
+        Enqueued::Stored(1)
+    );
+    let ids: Vec<u64> = store
+        .peek(&key("bob"), 0, 10)
+        .unwrap()
+        .iter()
+        .map(|(_, m)| m.id)
+        .collect();
+    assert_eq!(ids, [2]);
+}

@@ -147,6 +147,8 @@ enum Answer {
     Acked(Acked),
     Count(u64),
     Swept(Swept),
+    /// Nobody waits for it any more: not applied.
+    Abandoned,
 }
 
 /// Apply `jobs` in one transaction, commit, answer each.
@@ -156,6 +158,9 @@ fn commit(store: &Store, caps: MailCaps, jobs: Vec<Job>) {
         let mut answers = Vec::with_capacity(jobs.len());
         for job in &jobs {
             answers.push(match job {
+                // A sender that stopped waiting (its Send was answered
+                // RecipientBusy at the deadline) must not have it stored.
+                Job::Enqueue(_, reply) if reply.is_closed() => Answer::Abandoned,
                 Job::Enqueue(item, _) => Answer::Enqueued(tables.enqueue(item, caps)?),
                 Job::Ack {
                     recipient,
@@ -203,6 +208,7 @@ fn answer_job(job: Job, answer: Result<Answer, WriteError>) {
     // A requester that stopped waiting has gone; its answer is not needed.
     match (job, answer) {
         (Job::Enqueue(_, reply), Ok(Answer::Enqueued(e))) => drop(reply.send(Ok(e))),
+        (Job::Enqueue(..), Ok(Answer::Abandoned)) => {}
         (Job::Ack { reply, .. }, Ok(Answer::Acked(a))) => drop(reply.send(Ok(a))),
         (Job::AckNotices(_, _, reply), Ok(Answer::Count(n))) => drop(reply.send(Ok(n))),
         (Job::Sweep { reply, .. }, Ok(Answer::Swept(s))) => drop(reply.send(Ok(s))),
