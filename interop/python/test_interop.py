@@ -1737,7 +1737,12 @@ async def take_pushes(c: ChatClient, n: int, what: str, timeout: float = STEP) -
         while len(got) < n:
             got.append(await c.next_push())
 
-    await bounded(take(), f"{what}: push {len(got) + 1} of {n}", timeout)
+    try:
+        await asyncio.wait_for(take(), timeout)
+    except asyncio.TimeoutError:
+        seen = sorted((sid, type(p).__name__, p.id, getattr(p, "body", "")[:12]) for sid, p in got)
+        raise CheckFailed(f"{what}: timed out after {timeout:g}s with {len(got)} of {n} pushes: "
+                          f"{seen}") from None
     sids = [sid for sid, _ in got]
     expect(all(sid & 0x3 == 0x3 for sid in sids), f"{what}: a push on stream(s) {sids}, not "
                                                    "server-opened unidirectional ones")
@@ -1784,25 +1789,35 @@ async def late_receipts(c: ChatClient, ids, status: Status, what: str,
             expect(sid & 0x3 == 0x3, f"{what}: a late receipt on stream {sid}")
             got[p.id] = (sid, p, raw)
 
-    await bounded(take(), f"{what}: late receipts, {len(got)} of {len(want)} so far", timeout)
+    try:
+        await asyncio.wait_for(take(), timeout)
+    except asyncio.TimeoutError:
+        raise CheckFailed(f"{what}: timed out after {timeout:g}s with late receipts for "
+                          f"{sorted(got)} of {sorted(want)}") from None
     sids = [v[0] for v in got.values()]
     expect(len(set(sids)) == len(sids), f"{what}: two late receipts on one stream: {sids}")
     return [got[i] for i in ids]
 
 
 async def expect_next_is(sender: ChatClient, recipient: ChatClient, to: str, what: str,
-                         statuses=(Status.Delivered,)) -> Deliver:
+                         statuses=(Status.Delivered,)) -> tuple:
     """A marker from `sender` to the connected `recipient` is `recipient`'s
     next push: nothing else (no repeat of an earlier message or receipt) came
     first. Its Receipt must be in `statuses`: Delivered, or also Queued while
     the recipient may still be draining (a message sent then is stored behind
-    the backlog, and follows it)."""
-    receipt, sid, raw, d = await send_and_deliver(sender, recipient, to, f"marker: {what}")
-    expect(receipt.status in statuses, f"{what}: the marker got {receipt!r}, want "
-                                       f"{' or '.join(x.name for x in statuses)}")
+    the backlog, and follows it). Returns the marker's Receipt and Deliver."""
+    push_task = asyncio.ensure_future(recipient.next_push_raw())
+    try:
+        receipt = await bounded(sender.send(to, f"marker: {what}"), f"{what}: the marker's Receipt")
+        expect(receipt.status in statuses, f"{what}: the marker got {receipt!r}, want "
+                                           f"{' or '.join(x.name for x in statuses)}")
+        sid, raw = await bounded(push_task, f"{what}: the marker's Deliver")
+    finally:
+        push_task.cancel()
+    d = decode_push(raw, version=recipient.version)
     expect(isinstance(d, Deliver) and d.id == receipt.id,
            f"{what}: the next push is {d!r} on stream {sid}, not the marker {receipt.id}")
-    return d
+    return receipt, d
 
 
 @check("dedup: the client's PushDedup keeps the last 4,096 Deliver ids and late-receipt ids; "
@@ -1917,7 +1932,8 @@ async def _v2_store_late_receipts(srv: Server):
         # stored messages before bob drains them
         carol, _ = await v2_session(srv, "carol", Identity(), Account.Registered)
         try:
-            await expect_next_is(carol, alice, "alice", "no late receipt before the drain")
+            await expect_next_is(carol, alice, "alice", "no late receipt before the drain",
+                                 WHILE_DRAINING)
         finally:
             await carol.close()
         bob, _ = await v2_session(srv, "bob", kb, Account.Returning, queued=len(sent))
@@ -1985,9 +2001,14 @@ async def _v2_store_restart(srv: Server):
                        f"{list(bob_dedup.last_dropped)!r}")
                 await late_receipts(alice, [x.receipt.id for x in sent], Status.Delivered,
                                     f"alice in run {run}, after bob's drain")
-                live = await expect_next_is(alice, bob, "bob", f"run {run}: nothing twice",
-                                            WHILE_DRAINING)
+                r, live = await expect_next_is(alice, bob, "bob", f"run {run}: nothing twice",
+                                               WHILE_DRAINING)
                 expect(bob_dedup.accept(live), f"run {run}: the live message's id {live.id} was seen")
+                if r.status == Status.Queued:
+                    # stored behind the backlog: it stays stored until the server has
+                    # seen bob's acknowledgement, which alice's late receipt tells
+                    await late_receipts(alice, [r.id], Status.Delivered,
+                                        f"alice in run {run}, for the marker")
                 all_ids.append(live.id)
             finally:
                 await bob.close()
@@ -2096,7 +2117,11 @@ async def _v2_store_caps(srv: Server):
         expect(has_flag(srv.binary, flag), f"`server --help` does not mention {flag}")
     alice, ka, kb = await offline_pair(srv, "alice", "bob")
     keys = {}
+    mark = None
     try:
+        # markers come from another account, so that alice's pushes are only
+        # the late receipts for her stored messages
+        mark, _ = await v2_session(srv, "mark", Identity(), Account.Registered)
         for name in ("carol", "dave", "erin", "frank"):
             keys[name] = Identity()
             c, _ = await v2_session(srv, name, keys[name], Account.Registered)
@@ -2120,12 +2145,19 @@ async def _v2_store_caps(srv: Server):
             try:
                 expect_drained(await take_pushes(c, len(sent), f"{name}'s drain"), sent, "alice",
                                f"{name}'s drain")
-                await expect_next_is(alice, c, name, f"{name}: nothing refused was stored",
+                # the marker only once the server has seen the drain acknowledged:
+                # before that the full mailbox would rightly refuse it
+                if sent:
+                    await late_receipts(alice, [x.receipt.id for x in sent], Status.Delivered,
+                                        f"alice, after {name}'s drain")
+                await expect_next_is(mark, c, name, f"{name}: nothing refused was stored",
                                      WHILE_DRAINING)
             finally:
                 await c.close()
     finally:
         await alice.close()
+        if mark is not None:
+            await mark.close()
 
 
 
