@@ -19,6 +19,7 @@ Library use:
     receipt = await client.send("bob", "hi")     # Receipt
     names = await client.list_users()            # list[str]
     stream_id, deliver = await client.next_push()
+    stream_id, push = await client.next_new_push()   # drops repeated ids (PushDedup)
     await client.close()                         # application close 0 (BYE)
 
 Command line (a tiny interactive client):
@@ -32,6 +33,7 @@ import argparse
 import asyncio
 import atexit
 import base64
+import collections
 import dataclasses
 import datetime
 import enum
@@ -57,6 +59,7 @@ ALPN_VERSIONS = {ALPN_V1: 1, ALPN_V2: 2}
 PROTOCOL_VERSION = 1
 FRAME_LIMIT = 73_728  # bytes, one frame per stream direction
 BODY_LIMIT = 65_536  # bytes of UTF-8
+DEDUP_IDS = 4_096  # ids a client remembers to drop repeats (protocol-v2.md: "at least the last 4,096")
 
 # Application close codes (CONNECTION_CLOSE, application variant).
 BYE = 0
@@ -745,6 +748,64 @@ def sanitize(text: str) -> str:
 
 
 # --------------------------------------------------------------------------
+# Dropping repeats (v2 "Store and forward": at least once, late receipts)
+# --------------------------------------------------------------------------
+
+
+class SeenIds:
+    """The last `capacity` distinct ids seen, forgotten first-in first-out.
+    `add(id)` is True for an id not among them (and remembers it), False for a
+    repeat (which does not refresh its place)."""
+
+    def __init__(self, capacity: int = DEDUP_IDS) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self._order: collections.deque = collections.deque()
+        self._set: set = set()
+
+    def add(self, id_: int) -> bool:
+        if id_ in self._set:
+            return False
+        self._set.add(id_)
+        self._order.append(id_)
+        if len(self._order) > self.capacity:
+            self._set.discard(self._order.popleft())
+        return True
+
+    def __contains__(self, id_: int) -> bool:
+        return id_ in self._set
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+
+class PushDedup:
+    """What a v2 client does with the pushes it receives before it shows them:
+    a `Deliver` whose id it has already seen is dropped (after a server crash
+    a message may come again with the same id), and so is a late receipt
+    (`Push::Receipt`) for an id it already has a receipt for. Message ids and
+    late-receipt ids are remembered separately (a receipt's id is one of my
+    messages, a Deliver's id one sent to me). Keep one PushDedup per user for
+    as long as the program runs, across its connections."""
+
+    def __init__(self, capacity: int = DEDUP_IDS) -> None:
+        self.delivers = SeenIds(capacity)
+        self.receipts = SeenIds(capacity)
+        self.dropped = 0  # how many pushes were dropped as repeats
+        self.last_dropped: collections.deque = collections.deque(maxlen=64)
+
+    def accept(self, push: "Push") -> bool:
+        """True: show `push`. False: a repeat, dropped."""
+        seen = self.receipts if isinstance(push, LateReceipt) else self.delivers
+        if seen.add(push.id):
+            return True
+        self.dropped += 1
+        self.last_dropped.append(push)
+        return False
+
+
+# --------------------------------------------------------------------------
 # QUIC plumbing
 # --------------------------------------------------------------------------
 
@@ -871,10 +932,11 @@ class _ChatProtocol(QuicConnectionProtocol):
 
 
 class ChatClient:
-    def __init__(self, protocol: _ChatProtocol, transport) -> None:
+    def __init__(self, protocol: _ChatProtocol, transport, dedup: Optional[PushDedup] = None) -> None:
         self._protocol = protocol
         self._transport = transport
         self.username: Optional[str] = None
+        self.dedup = dedup if dedup is not None else PushDedup()
 
     # -- connecting ---------------------------------------------------------
 
@@ -892,6 +954,7 @@ class ChatClient:
         private_key=None,
         session_ticket=None,
         on_session_ticket=None,
+        dedup: Optional[PushDedup] = None,
     ) -> "ChatClient":
         """Handshake with the server; raises ConnectionClosed if it fails.
 
@@ -900,7 +963,9 @@ class ChatClient:
         `certificate`/`private_key` override it, for tests that present a
         broken certificate (a RawCertificate) or sign with another key.
         `session_ticket` resumes a session (TLS 1.3 PSK); `on_session_ticket`
-        receives the tickets the server issues."""
+        receives the tickets the server issues. `dedup` (what next_new_push
+        drops repeats with) is shared with earlier connections of the same user
+        when given; otherwise the connection starts with a fresh one."""
         config = QuicConfiguration(
             is_client=True,
             alpn_protocols=[alpn] if isinstance(alpn, str) else list(alpn),
@@ -943,7 +1008,7 @@ class ChatClient:
         except BaseException:
             transport.close()
             raise
-        return cls(protocol, transport)
+        return cls(protocol, transport, dedup)
 
     @property
     def alpn(self) -> Optional[str]:
@@ -1038,6 +1103,13 @@ class ChatClient:
         sid, data = await self.next_push_raw()
         return sid, decode_push(data, version=self.version)
 
+    async def next_new_push(self) -> tuple[int, Push]:
+        """The next push that is not a repeat (see PushDedup): what a client shows."""
+        while True:
+            sid, push = await self.next_push()
+            if self.dedup.accept(push):
+                return sid, push
+
     # -- closing -------------------------------------------------------------
 
     async def wait_closed(self) -> CloseInfo:
@@ -1108,14 +1180,8 @@ async def _cli(args) -> int:
         return 1
 
     async def pushes():
-        seen: list = []  # ids already shown (the contract asks for at least 4,096)
         while True:
-            _, p = await client.next_push()
-            key = (type(p).__name__, p.id)
-            if key in seen:
-                continue
-            seen.append(key)
-            del seen[:-4096]
+            _, p = await client.next_new_push()  # repeats are dropped
             if isinstance(p, LateReceipt):
                 print(f"message {p.id}: {p.status.name}")
                 continue

@@ -23,6 +23,7 @@ status is non-zero if any check failed.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import re
@@ -50,6 +51,8 @@ from quic_chat_client import (  # noqa: E402
     ConnectionClosed,
     Decoder,
     DecodeError,
+    DEDUP_IDS,
+    Deliver,
     Device,
     DeviceList,
     Devices,
@@ -68,6 +71,8 @@ from quic_chat_client import (  # noqa: E402
     RemoveDevice,
     Send,
     Session,
+    PushDedup,
+    SeenIds,
     Status,
     Users,
     Welcome,
@@ -750,10 +755,13 @@ async def v2_hello_raw(c: ChatClient, name, protocol: int = 2) -> tuple[bytes, o
     return raw, reply
 
 
-async def v2_session(srv: Server, name, ident, account: Account, what: str = ""):
+async def v2_session(srv: Server, name, ident, account: Account, what: str = "",
+                     queued: int = 0, dedup=None):
     """Connect on quic-chat/2 (with `ident` as the client certificate, or as a
-    guest if None), say Hello(2, name) and require Session{account}, queued 0."""
-    c = await srv.client(alpn=V2_ONLY, identity=ident)
+    guest if None), say Hello(2, name) and require Session{account} with
+    `queued` stored messages (0 unless told). `dedup`: the PushDedup of this
+    user's earlier connections."""
+    c = await srv.client(alpn=V2_ONLY, identity=ident, dedup=dedup)
     try:
         expect(c.alpn == ALPN_V2, f"negotiated ALPN {c.alpn!r}, want {ALPN_V2!r}")
         raw, r = await v2_hello_raw(c, name)
@@ -763,7 +771,9 @@ async def v2_session(srv: Server, name, ident, account: Account, what: str = "")
             f"{what + ': ' if what else ''}Hello(2, {name!r}) from {who}: got {raw.hex()} "
             f"= {r!r}, want Session{{account: {account.name}}}",
         )
-        expect(r.queued == 0, f"Session.queued is {r.queued}, want 0 (nothing was stored)")
+        expect(r.queued == queued,
+               f"{what + ': ' if what else ''}Session.queued is {r.queued}, want {queued}"
+               + (" (nothing was stored)" if queued == 0 else ""))
         expect(r.server != "", "Session.server is empty")
         return c, r
     except BaseException:
@@ -1644,6 +1654,511 @@ async def _v2_resumption(srv: Server):
     finally:
         await r2.close()
     return "resumed sessions carried a's identity, and were refused once a was unbound"
+
+
+# --------------------------------------------------------------------------
+# Protocol v2: store and forward (protocol-v2.md "Store and forward",
+# Push::Receipt, Session.queued). Written from the contract text.
+#
+# The building blocks below are meant to be reused by later checks:
+#   send_all        sequential Sends with the wanted statuses, timed (so the
+#                   order of acceptance is the order of sending)
+#   offline_pair    registers a sender and a recipient and leaves the recipient offline
+#   take_pushes     exactly n pushes, in stream-ID order (the order to present)
+#   expect_drained  the Delivers are the stored messages: ids, from, bodies, times, order
+#   late_receipts   Push::Receipt{id, status} once for each id (Delivered or Expired)
+#   expect_next_is  a later marker is the next push: nothing arrived twice
+# --------------------------------------------------------------------------
+
+# sent_at_ms is the server's clock (Unix ms) and ours is the same machine's:
+# allow only rounding and a little skew between the two readings
+CLOCK_SLACK_MS = 50
+# A marker sent to a recipient soon after its Session (while its backlog may
+# still be draining, which on this server includes the moments after a
+# Session with queued 0, and until every drained stream is acknowledged) may
+# be stored behind the backlog and answered Queued; it must still be the
+# recipient's next push on this connection.
+WHILE_DRAINING = (Status.Delivered, Status.Queued)
+
+
+@dataclasses.dataclass
+class Sent:
+    body: str
+    receipt: Receipt
+    t0: int  # Unix ms just before the Send
+    t1: int  # Unix ms just after its Receipt
+
+
+async def send_all(c: ChatClient, to: str, bodies, want, what: str = "") -> list:
+    """Send `bodies` to `to` one after the other (each Receipt awaited before
+    the next Send), so the server accepts them in this order. Every Receipt
+    must be the canonical encoding and have a status in `want`."""
+    want = {want} if isinstance(want, Status) else set(want)
+    out = []
+    for body in bodies:
+        frame = encode_request(Send(to, body))
+        t0 = now_ms()
+        raw = await bounded(c.request_raw(frame), f"the Receipt for the Send of {body[:20]!r}")
+        t1 = now_ms()
+        r = decode_reply(raw, version=c.version)
+        expect(isinstance(r, Receipt) and r.status in want,
+               f"{what + ': ' if what else ''}Send to {to!r} of {body[:20]!r}: got {raw.hex()} = "
+               f"{r!r}, want Receipt{{{' or '.join(sorted(w.name for w in want))}}}")
+        expect(raw == encode_reply(r), f"Receipt {raw.hex()} is not the canonical encoding")
+        out.append(Sent(body, r, t0, t1))
+    ids = [x.receipt.id for x in out]
+    expect(len(set(ids)) == len(ids), f"two Sends got the same id: {ids}")
+    return out
+
+
+async def offline_pair(srv: Server, sender: str, recipient: str):
+    """Register `recipient` (then disconnect it, and wait until the server no
+    longer lists it) and `sender` (kept connected). Returns (sender client,
+    sender key, recipient key)."""
+    kr, ks = Identity(), Identity()
+    c, _ = await v2_session(srv, recipient, kr, Account.Registered, f"{recipient} registers")
+    await c.close()
+    s, _ = await v2_session(srv, sender, ks, Account.Registered, f"{sender} registers")
+    try:
+        await wait_gone(srv, recipient)
+    except BaseException:
+        await s.close()
+        raise
+    return s, ks, kr
+
+
+async def take_pushes(c: ChatClient, n: int, what: str, timeout: float = STEP) -> list:
+    """Exactly n complete pushes (not deduplicated), sorted by stream ID:
+    the contract has clients present deliveries in stream-ID order. Each
+    arrives on a server-opened unidirectional stream of its own."""
+    got = []
+
+    async def take():
+        while len(got) < n:
+            got.append(await c.next_push())
+
+    try:
+        await asyncio.wait_for(take(), timeout)
+    except asyncio.TimeoutError:
+        seen = sorted((sid, type(p).__name__, p.id, getattr(p, "body", "")[:12]) for sid, p in got)
+        raise CheckFailed(f"{what}: timed out after {timeout:g}s with {len(got)} of {n} pushes: "
+                          f"{seen}") from None
+    sids = [sid for sid, _ in got]
+    expect(all(sid & 0x3 == 0x3 for sid in sids), f"{what}: a push on stream(s) {sids}, not "
+                                                   "server-opened unidirectional ones")
+    expect(len(set(sids)) == len(sids), f"{what}: two pushes on one stream: {sids}")
+    return sorted(got, key=lambda p: p[0])
+
+
+def expect_drained(pushes: list, sent: list, sender, what: str) -> None:
+    """`pushes` (in stream-ID order) are Delivers of exactly the messages in
+    `sent`, in that order, with their original id, `from`, body and sent_at_ms.
+    `sender`: the `from` of every message, or a list with one per message."""
+    senders = [sender] * len(sent) if isinstance(sender, str) else list(sender)
+    got = [(type(p).__name__, getattr(p, "id", None), getattr(p, "body", "")[:12]) for _, p in pushes]
+    want = [("Deliver", x.receipt.id, x.body[:12]) for x in sent]
+    expect(got == want, f"{what}: in stream-ID order got {got}, want {want}")
+    for (sid, d), x, frm in zip(pushes, sent, senders):
+        expect(d.from_ == frm, f"{what}: Deliver {d.id} has from {d.from_!r}, want {frm!r}")
+        expect(d.body == x.body, f"{what}: Deliver {d.id} has another body")
+        expect(x.t0 - CLOCK_SLACK_MS <= d.sent_at_ms <= x.t1 + CLOCK_SLACK_MS,
+               f"{what}: Deliver {d.id} has sent_at_ms {d.sent_at_ms}, but it was sent between "
+               f"{x.t0} and {x.t1} (the original time, not the time of the drain)")
+
+
+async def late_receipts(c: ChatClient, ids, status: Status, what: str,
+                        timeout: float = STEP) -> list:
+    """Push::Receipt{id, status} once for each of `ids`, each on a server
+    unidirectional stream of its own (in any order); anything else that
+    arrives meanwhile (another push, a repeat, another status) fails."""
+    want = set(ids)
+    got: dict = {}
+
+    async def take():
+        while set(got) != want:
+            sid, raw = await c.next_push_raw()
+            p = decode_push(raw, version=c.version)
+            expect(isinstance(p, LateReceipt), f"{what}: while waiting for late receipts got "
+                                               f"{p!r} on stream {sid}")
+            expect(raw == encode_push(p), f"{what}: {raw.hex()} is not the canonical encoding")
+            expect(p.id in want, f"{what}: a late receipt for id {p.id}, not one of {sorted(want)}")
+            if p.id in got:
+                raise CheckFailed(f"{what}: a second late receipt for id {p.id} "
+                                  f"({got[p.id][1]!r} on stream {got[p.id][0]}, then {p!r} on {sid})")
+            expect(p.status == status, f"{what}: {p!r}, want status {status.name}")
+            expect(sid & 0x3 == 0x3, f"{what}: a late receipt on stream {sid}")
+            got[p.id] = (sid, p, raw)
+
+    try:
+        await asyncio.wait_for(take(), timeout)
+    except asyncio.TimeoutError:
+        raise CheckFailed(f"{what}: timed out after {timeout:g}s with late receipts for "
+                          f"{sorted(got)} of {sorted(want)}") from None
+    sids = [v[0] for v in got.values()]
+    expect(len(set(sids)) == len(sids), f"{what}: two late receipts on one stream: {sids}")
+    return [got[i] for i in ids]
+
+
+async def expect_next_is(sender: ChatClient, recipient: ChatClient, to: str, what: str,
+                         statuses=(Status.Delivered,)) -> tuple:
+    """A marker from `sender` to the connected `recipient` is `recipient`'s
+    next push: nothing else (no repeat of an earlier message or receipt) came
+    first. Its Receipt must be in `statuses`: Delivered, or also Queued while
+    the recipient may still be draining (a message sent then is stored behind
+    the backlog, and follows it). Returns the marker's Receipt and Deliver."""
+    push_task = asyncio.ensure_future(recipient.next_push_raw())
+    try:
+        receipt = await bounded(sender.send(to, f"marker: {what}"), f"{what}: the marker's Receipt")
+        expect(receipt.status in statuses, f"{what}: the marker got {receipt!r}, want "
+                                           f"{' or '.join(x.name for x in statuses)}")
+        sid, raw = await bounded(push_task, f"{what}: the marker's Deliver")
+    finally:
+        push_task.cancel()
+    d = decode_push(raw, version=recipient.version)
+    expect(isinstance(d, Deliver) and d.id == receipt.id,
+           f"{what}: the next push is {d!r} on stream {sid}, not the marker {receipt.id}")
+    return receipt, d
+
+
+@check("dedup: the client's PushDedup keeps the last 4,096 Deliver ids and late-receipt ids; "
+       "repeats are dropped (unit check)")
+async def _dedup_unit(srv: Server):
+    # server-independent, like the codec checks
+    expect(DEDUP_IDS >= 4096, f"the client keeps {DEDUP_IDS} ids; the contract says at least 4,096")
+    s = SeenIds()
+    expect(s.capacity == DEDUP_IDS, f"SeenIds() keeps {s.capacity} ids, want {DEDUP_IDS}")
+    expect(all(s.add(i) for i in range(DEDUP_IDS)), "a new id was taken for a repeat")
+    expect(len(s) == DEDUP_IDS, f"{len(s)} ids remembered, want {DEDUP_IDS}")
+    expect(not s.add(0) and not s.add(DEDUP_IDS - 1) and not s.add(1234),
+           "a repeat among the last 4,096 ids was taken as new")
+    expect(s.add(DEDUP_IDS), "id 4096 was taken for a repeat")
+    # 4,097 distinct ids: the oldest (0) is forgotten, the other 4,096 are kept
+    expect(0 not in s and 1 in s and DEDUP_IDS in s and len(s) == DEDUP_IDS,
+           f"after {DEDUP_IDS + 1} distinct ids: 0 in={0 in s}, 1 in={1 in s}, len={len(s)}")
+    expect(not s.add(1) and s.add(0), "eviction is not first-in first-out")
+    small = SeenIds(2)
+    expect([small.add(i) for i in (5, 6, 5, 7, 5, 7)] == [True, True, False, True, True, False],
+           "SeenIds(2) does not forget the oldest id")
+    # Deliver ids and late-receipt ids are separate; repeats of either are dropped
+    d = PushDedup()
+    stream = [
+        Deliver(10, "alice", 1, "a"), Deliver(11, "alice", 2, "b"),
+        Deliver(10, "alice", 1, "a"),                       # at-least-once repeat
+        LateReceipt(10, Status.Delivered),                  # my message 10: another id space
+        LateReceipt(10, Status.Delivered),                  # a repeated late receipt
+        LateReceipt(12, Status.Expired), Deliver(12, "bob", 3, "c"),
+        LateReceipt(12, Status.Expired), Deliver(11, "alice", 2, "b"),
+    ]
+    kept = [p for p in stream if d.accept(p)]
+    want = [stream[0], stream[1], stream[3], stream[5], stream[6]]
+    expect(kept == want, f"PushDedup kept {kept!r}, want {want!r}")
+    expect(d.dropped == 4 and list(d.last_dropped) == [stream[2], stream[4], stream[7], stream[8]],
+           f"PushDedup dropped {d.dropped}: {list(d.last_dropped)!r}")
+    # and ChatClient.next_new_push applies it to what arrives on the wire:
+    # pushes injected into a live connection's stream queue, repeats included
+    # (late receipts only on quic-chat/2: a v1 decoder rejects Push variant 1)
+    c = await srv.client(alpn=[ALPN_V2, ALPN_V1])
+    try:
+        c2_dedup = c.dedup
+        v2 = c.version == 2
+        pushes = [Deliver(1, "x", 5, "one"), Deliver(1, "x", 5, "one"), Deliver(2, "x", 6, "two"),
+                  LateReceipt(1, Status.Delivered), LateReceipt(1, Status.Delivered),
+                  Deliver(3, "x", 7, "three")]
+        if not v2:
+            pushes[3:5] = [Deliver(2, "x", 6, "two"), Deliver(1, "x", 5, "one")]
+        for i, p in enumerate(pushes):
+            c._protocol.pushes.put_nowait((3 + 4 * i, encode_push(p)))
+        got = [await bounded(c.next_new_push(), "an injected push") for _ in range(4 if v2 else 3)]
+        ids = [(type(p).__name__, p.id) for _, p in got]
+        want = [("Deliver", 1), ("Deliver", 2)] + [("LateReceipt", 1)] * v2 + [("Deliver", 3)]
+        expect(ids == want, f"next_new_push on {c.alpn} gave {ids}, want {want}")
+        expect(c2_dedup.dropped == 2 + (not v2) and c._protocol.pushes.empty(),
+               f"next_new_push dropped {c2_dedup.dropped}, want {2 + (not v2)}")
+    finally:
+        await c.close()
+    # a reconnecting client passes its PushDedup on: a repeat on the new connection is dropped
+    c = await srv.client(dedup=c2_dedup)
+    try:
+        expect(c.dedup is c2_dedup, "connect(dedup=...) did not keep the given PushDedup")
+        c._protocol.pushes.put_nowait((3, encode_push(Deliver(2, "x", 6, "two"))))
+        c._protocol.pushes.put_nowait((7, encode_push(Deliver(4, "x", 8, "four"))))
+        _, p = await bounded(c.next_new_push(), "an injected push")
+        expect(p.id == 4 and c2_dedup.dropped == 3 + (not v2),
+               f"after a reconnect next_new_push gave {p!r}")
+    finally:
+        await c.close()
+
+
+@check("v2 store: a Send to an offline account is Queued (2); the next Session has queued = the "
+       "count; the stored messages follow in send order (stream-ID order), one uni stream each, with "
+       "their original id, from and sent_at_ms; after the drain a new Session has queued 0", v2=True)
+async def _v2_store_drain(srv: Server):
+    alice, _, kb = await offline_pair(srv, "alice", "Bob")
+    bob = None
+    try:
+        bodies = [f"stored {i} \u2603" for i in range(5)]
+        sent = await send_all(alice, "bob", bodies, Status.Queued, "to offline Bob")
+        first = encode_reply(sent[0].receipt).hex()
+        bob, s = await v2_session(srv, "bob", kb, Account.Returning, "Bob comes back",
+                                  queued=len(sent))
+        pushes = await take_pushes(bob, len(sent), "Bob's drain")
+        expect_drained(pushes, sent, "alice", "Bob's drain")
+        # removed once acknowledged: the late receipts to alice (online, v2) say
+        # the server has seen each acknowledgement; then a new Session has queued 0
+        await late_receipts(alice, [x.receipt.id for x in sent], Status.Delivered,
+                            "alice, after Bob's drain")
+        await bob.close()
+        bob, _ = await v2_session(srv, "bob", kb, Account.Returning, "Bob after the drain", queued=0)
+        await expect_next_is(alice, bob, "bob", "nothing is delivered again after the drain",
+                             WHILE_DRAINING)
+        gap = pushes[0][1].sent_at_ms - sent[0].t0
+        return (f"Receipt bytes {first}; Session bytes {encode_reply(s).hex()}; stream ids "
+                f"{[sid for sid, _ in pushes]}; first sent_at_ms {gap:+d} ms from the Send")
+    finally:
+        await alice.close()
+        if bob is not None:
+            await bob.close()
+
+
+@check("v2 store: late receipts: an online v2 sender gets Push::Receipt{id, Delivered} on a uni "
+       "stream of its own for each Queued id when the recipient drains, once each, none before",
+       v2=True)
+async def _v2_store_late_receipts(srv: Server):
+    alice, _, kb = await offline_pair(srv, "alice", "bob")
+    bob = None
+    try:
+        sent = await send_all(alice, "bob", [f"m{i}" for i in range(4)], Status.Queued)
+        # a live exchange with a third account first: alice gets nothing for her
+        # stored messages before bob drains them
+        carol, _ = await v2_session(srv, "carol", Identity(), Account.Registered)
+        try:
+            await expect_next_is(carol, alice, "alice", "no late receipt before the drain",
+                                 WHILE_DRAINING)
+        finally:
+            await carol.close()
+        bob, _ = await v2_session(srv, "bob", kb, Account.Returning, queued=len(sent))
+        pushes = await take_pushes(bob, len(sent), "bob's drain")
+        expect_drained(pushes, sent, "alice", "bob's drain")
+        got = await late_receipts(alice, [x.receipt.id for x in sent], Status.Delivered,
+                                  "alice, after bob's drain")
+        # once each: a live message from bob is alice's next push, no repeat first
+        await expect_next_is(bob, alice, "alice", "no late receipt twice")
+        return (f"Push::Receipt bytes {got[0][2].hex()}; streams {[g[0] for g in got]}")
+    finally:
+        await alice.close()
+        if bob is not None:
+            await bob.close()
+
+
+@check("v2 store: ordering while draining: messages sent while the backlog drains come after the "
+       "stored ones, all once, in send order", v2=True)
+async def _v2_store_drain_order(srv: Server):
+    alice, _, kb = await offline_pair(srv, "alice", "bob")
+    bob = None
+    try:
+        stored = await send_all(alice, "bob", [f"stored {i:02}" for i in range(12)], Status.Queued)
+        bob = await srv.client(alpn=V2_ONLY, identity=kb)
+        _, s = await v2_hello_raw(bob, "bob")
+        expect(isinstance(s, Session) and s.account == Account.Returning and s.queued == len(stored),
+               f"bob's Hello got {s!r}, want Session{{Returning, queued {len(stored)}}}")
+        # alice sends on while the backlog drains (bob's client reads it as it comes)
+        later = await send_all(alice, "bob", [f"later {i:02}" for i in range(8)],
+                               {Status.Delivered, Status.Queued}, "while bob's backlog drains")
+        pushes = await take_pushes(bob, len(stored) + len(later), "bob's drain and the later ones")
+        expect_drained(pushes, stored + later, "alice", "bob: stored, then later")
+        await expect_next_is(alice, bob, "bob", "nothing twice", WHILE_DRAINING)
+        n_q = sum(x.receipt.status == Status.Queued for x in later)
+        return f"of the {len(later)} later ones {n_q} were answered Queued, {len(later) - n_q} Delivered"
+    finally:
+        await alice.close()
+        if bob is not None:
+            await bob.close()
+
+
+@check("v2 store: graceful restarts (EXIT, same --data-dir, three times): mail Queued before a "
+       "restart is delivered after it, nothing twice across sessions, ids unique across restarts",
+       v2=True)
+async def _v2_store_restart(srv: Server):
+    alice, ka, kb = await offline_pair(srv, "alice", "bob")
+    bob_dedup = PushDedup()  # bob's client, across all its connections
+    all_ids: list = []
+    rounds = []
+    try:
+        sent = await send_all(alice, "bob", ["before restart 1 a", "before restart 1 b"],
+                              Status.Queued, "run 1")
+        for run in (2, 3, 4):
+            all_ids += [x.receipt.id for x in sent]
+            await alice.close()
+            await srv.restart()
+            alice, _ = await v2_session(srv, "alice", ka, Account.Returning, f"alice in run {run}")
+            bob, _ = await v2_session(srv, "bob", kb, Account.Returning, f"bob in run {run}",
+                                      queued=len(sent), dedup=bob_dedup)
+            try:
+                pushes = await take_pushes(bob, len(sent), f"bob's drain in run {run}")
+                expect_drained(pushes, sent, "alice", f"bob's drain in run {run}")
+                expect(all(bob_dedup.accept(p) for _, p in pushes),
+                       f"run {run}: a message delivered in an earlier run came again: "
+                       f"{list(bob_dedup.last_dropped)!r}")
+                await late_receipts(alice, [x.receipt.id for x in sent], Status.Delivered,
+                                    f"alice in run {run}, after bob's drain")
+                r, live = await expect_next_is(alice, bob, "bob", f"run {run}: nothing twice",
+                                               WHILE_DRAINING)
+                expect(bob_dedup.accept(live), f"run {run}: the live message's id {live.id} was seen")
+                if r.status == Status.Queued:
+                    # stored behind the backlog: it stays stored until the server has
+                    # seen bob's acknowledgement, which alice's late receipt tells
+                    await late_receipts(alice, [r.id], Status.Delivered,
+                                        f"alice in run {run}, for the marker")
+                all_ids.append(live.id)
+            finally:
+                await bob.close()
+            rounds.append(f"run {run}: {[x.receipt.id for x in sent]} + live {live.id}")
+            if run < 4:
+                await wait_gone(srv, "bob")
+                sent = await send_all(alice, "bob", [f"before restart {run} {c}" for c in "abc"[:5 - run]],
+                                      Status.Queued, f"run {run}")
+        expect(len(set(all_ids)) == len(all_ids), f"an id was used twice across restarts: {all_ids}")
+        expect(bob_dedup.dropped == 0, f"bob's client dropped {bob_dedup.dropped} repeats")
+    finally:
+        await alice.close()
+    return "; ".join(rounds)
+
+
+@check("v2 store: guests get NotConnected: a guest's Send to an offline account (guest mail off, this "
+       "server's default), v1's too, Sends to an offline unregistered name and to a guest who left; "
+       "nothing stored", v2=True)
+async def _v2_store_guests(srv: Server):
+    alice, ka, kb = await offline_pair(srv, "alice", "bob")
+    try:
+        g, s = await v2_session(srv, "gus", None, Account.Guest)
+        try:
+            await send_all(g, "bob", ["from a guest"], Status.NotConnected, "guest to offline bob")
+        finally:
+            await g.close()
+        v1 = await srv.client(alpn=[ALPN_V1])
+        try:
+            _, w = await v2_hello_raw(v1, "vic", protocol=1)
+            expect(isinstance(w, Welcome), f"v1 Hello got {w!r}")
+            await send_all(v1, "bob", ["from v1"], Status.NotConnected, "v1 guest to offline bob")
+        finally:
+            await v1.close()
+        await wait_gone(srv, "gus")
+        await send_all(alice, "nobody", ["never registered"], Status.NotConnected,
+                       "account to an unregistered name")
+        await send_all(alice, "gus", ["gone"], Status.NotConnected, "account to a guest who left")
+        # nothing was stored: bob's next Session has queued 0 and his first
+        # delivery is a later live message
+        bob, _ = await v2_session(srv, "bob", kb, Account.Returning, "bob", queued=0)
+        try:
+            await expect_next_is(alice, bob, "bob", "nothing stored from guests", WHILE_DRAINING)
+        finally:
+            await bob.close()
+        # and gus left no mailbox for himself either: a new key can register the name
+        c, _ = await v2_session(srv, "gus", Identity(), Account.Registered, "gus, now an account")
+        await c.close()
+    finally:
+        await alice.close()
+
+
+@check("v2 store: --guest-mail (this server's documented option): v2 and v1 guests' Sends to an "
+       "offline account are Queued and drained with from = the guest's name; no late receipt on v1",
+       server_args=("--guest-mail",), v2=True)
+async def _v2_store_guest_mail(srv: Server):
+    expect(has_flag(srv.binary, "--guest-mail"), "`server --help` does not mention --guest-mail")
+    alice, ka, kb = await offline_pair(srv, "alice", "bob")
+    g, _ = await v2_session(srv, "gus", None, Account.Guest)
+    v1 = bob = None
+    try:
+        v1 = await srv.client(alpn=[ALPN_V1])
+        _, w = await v2_hello_raw(v1, "vic", protocol=1)
+        expect(isinstance(w, Welcome), f"v1 Hello got {w!r}")
+        sent = await send_all(v1, "bob", ["from a v1 guest"], Status.Queued, "v1 guest to offline bob")
+        sent += await send_all(g, "bob", ["from a v2 guest"], Status.Queued, "v2 guest to offline bob")
+        sent += await send_all(alice, "bob", ["from alice"], Status.Queued, "alice to offline bob")
+        bob, _ = await v2_session(srv, "bob", kb, Account.Returning, queued=len(sent))
+        pushes = await take_pushes(bob, len(sent), "bob's drain")
+        expect_drained(pushes, sent, ["vic", "gus", "alice"], "bob's drain")
+        await expect_next_is(alice, bob, "bob", "nothing twice", WHILE_DRAINING)
+        # alice's late receipt: the server has seen bob's acknowledgements. v1
+        # connections never receive a late receipt: vic's next push is a live
+        # message (a Push::Receipt would not even decode on quic-chat/1)
+        await late_receipts(alice, [sent[2].receipt.id], Status.Delivered, "alice, after bob's drain")
+        await expect_next_is(alice, v1, "vic", "no late receipt on a v1 connection")
+    finally:
+        await g.close()
+        await alice.close()
+        for c in (v1, bob):
+            if c is not None:
+                await c.close()
+
+
+@check("v2 store: --no-store: a Send to an offline account is NotConnected, nothing is kept; live "
+       "delivery works", server_args=("--no-store",), v2=True)
+async def _v2_store_off(srv: Server):
+    expect(has_flag(srv.binary, "--no-store"), "`server --help` does not mention --no-store")
+    alice, ka, kb = await offline_pair(srv, "alice", "bob")
+    try:
+        await send_all(alice, "bob", ["not kept"], Status.NotConnected, "--no-store, bob offline")
+        bob, _ = await v2_session(srv, "bob", kb, Account.Returning, "bob", queued=0)
+        try:
+            await expect_next_is(alice, bob, "bob", "nothing stored", WHILE_DRAINING)
+        finally:
+            await bob.close()
+    finally:
+        await alice.close()
+
+
+@check("v2 store: caps (--mailbox-max-messages 3, --mailbox-max-bytes 8192, --store-max-bytes "
+       "20000): a Send past a bound is RecipientBusy (5) and nothing is stored",
+       server_args=("--mailbox-max-messages", "3", "--mailbox-max-bytes", "8192",
+                    "--store-max-bytes", "20000"), v2=True)
+async def _v2_store_caps(srv: Server):
+    for flag in ("--mailbox-max-messages", "--mailbox-max-bytes", "--store-max-bytes"):
+        expect(has_flag(srv.binary, flag), f"`server --help` does not mention {flag}")
+    alice, ka, kb = await offline_pair(srv, "alice", "bob")
+    keys = {}
+    mark = None
+    try:
+        # markers come from another account, so that alice's pushes are only
+        # the late receipts for her stored messages
+        mark, _ = await v2_session(srv, "mark", Identity(), Account.Registered)
+        for name in ("carol", "dave", "erin", "frank"):
+            keys[name] = Identity()
+            c, _ = await v2_session(srv, name, keys[name], Account.Registered)
+            await c.close()
+            await wait_gone(srv, name)
+        # messages: 3 fit, the 4th is RecipientBusy
+        sent_b = await send_all(alice, "bob", ["one", "two", "three"], Status.Queued, "bob 1..3")
+        await send_all(alice, "bob", ["four"], Status.RecipientBusy, "bob's 4th message")
+        # a mailbox's bytes: a 10,000-byte body passes 8,192; a small one fits
+        await send_all(alice, "carol", ["x" * 10_000], Status.RecipientBusy, "10,000 bytes for carol")
+        sent_c = await send_all(alice, "carol", ["small"], Status.Queued, "a small one for carol")
+        # the whole store: 7,000 bytes each for dave and erin fit, frank's passes 20,000
+        sent_d = await send_all(alice, "dave", ["d" * 7_000], Status.Queued, "7,000 bytes for dave")
+        sent_e = await send_all(alice, "erin", ["e" * 7_000], Status.Queued, "7,000 bytes for erin")
+        await send_all(alice, "frank", ["f" * 7_000], Status.RecipientBusy,
+                       "7,000 bytes for frank, the store holding about 14,000 of 20,000")
+        for name, key, sent in (("bob", kb, sent_b), ("carol", keys["carol"], sent_c),
+                                ("dave", keys["dave"], sent_d), ("erin", keys["erin"], sent_e),
+                                ("frank", keys["frank"], [])):
+            c, _ = await v2_session(srv, name, key, Account.Returning, name, queued=len(sent))
+            try:
+                expect_drained(await take_pushes(c, len(sent), f"{name}'s drain"), sent, "alice",
+                               f"{name}'s drain")
+                # the marker only once the server has seen the drain acknowledged:
+                # before that the full mailbox would rightly refuse it
+                if sent:
+                    await late_receipts(alice, [x.receipt.id for x in sent], Status.Delivered,
+                                        f"alice, after {name}'s drain")
+                await expect_next_is(mark, c, name, f"{name}: nothing refused was stored",
+                                     WHILE_DRAINING)
+            finally:
+                await c.close()
+    finally:
+        await alice.close()
+        if mark is not None:
+            await mark.close()
+
 
 
 # --------------------------------------------------------------------------
