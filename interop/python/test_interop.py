@@ -1950,6 +1950,68 @@ async def _v2_store_late_receipts(srv: Server):
             await bob.close()
 
 
+async def until_live(sender: ChatClient, recipient: ChatClient, to: str, what: str) -> None:
+    """Send markers until one is Delivered live: the recipient's drain is
+    over, so the server has seen every acknowledgement of it (and made the
+    late receipts they owe). Each marker is the recipient's next push."""
+    for _ in range(50):
+        receipt, _ = await expect_next_is(sender, recipient, to, what, WHILE_DRAINING)
+        if receipt.status == Status.Delivered:
+            return
+    raise CheckFailed(f"{what}: still draining after 50 markers")
+
+
+@check("v2 store: expiry (--mail-ttl 2s, this server's option): a stored message nobody reads is "
+       "dropped; its online sender gets Push::Receipt{id, Expired} (status 7); the recipient's next "
+       "Session has queued 0", server_args=("--mail-ttl", "2s"), v2=True)
+async def _v2_store_expiry(srv: Server):
+    expect(has_flag(srv.binary, "--mail-ttl"), "`server --help` does not mention --mail-ttl")
+    alice, _, kb = await offline_pair(srv, "alice", "bob")
+    try:
+        sent = await send_all(alice, "bob", ["soon gone 1", "soon gone 2"], Status.Queued)
+        got = await late_receipts(alice, [x.receipt.id for x in sent], Status.Expired,
+                                  "alice, after the lifetime", timeout=2 + STEP)
+        bob, _ = await v2_session(srv, "bob", kb, Account.Returning, "bob", queued=0)
+        try:
+            await expect_next_is(alice, bob, "bob", "nothing expired is delivered", WHILE_DRAINING)
+        finally:
+            await bob.close()
+        return f"Push::Receipt{{Expired}} bytes {got[0][2].hex()}"
+    finally:
+        await alice.close()
+
+
+@check("v2 store: late receipts kept for an offline sender: delivered at its next Session after "
+       "its own stored messages (queued counts messages only), once each", v2=True)
+async def _v2_store_offline_sender(srv: Server):
+    alice, ka, kb = await offline_pair(srv, "alice", "bob")
+    bob = carol = None
+    try:
+        sent = await send_all(alice, "bob", ["while you were out 1", "while you were out 2"],
+                              Status.Queued)
+        await alice.close()
+        await wait_gone(srv, "alice")
+        carol, _ = await v2_session(srv, "carol", Identity(), Account.Registered)
+        for_alice = await send_all(carol, "alice", ["for alice"], Status.Queued)
+        bob, _ = await v2_session(srv, "bob", kb, Account.Returning, queued=len(sent))
+        expect_drained(await take_pushes(bob, len(sent), "bob's drain"), sent, "alice",
+                       "bob's drain")
+        await until_live(carol, bob, "bob", "bob's drain is over")
+        alice, _ = await v2_session(srv, "alice", ka, Account.Returning, "alice", queued=1)
+        pushes = await take_pushes(alice, 1 + len(sent), "alice's session")
+        expect_drained(pushes[:1], for_alice, "carol", "alice's own stored message first")
+        receipts = [p for _, p in pushes[1:]]
+        expect(all(isinstance(p, LateReceipt) and p.status == Status.Delivered for p in receipts),
+               f"after her message alice got {receipts}, want two Delivered late receipts")
+        expect(sorted(p.id for p in receipts) == sorted(x.receipt.id for x in sent),
+               f"late receipts for {[p.id for p in receipts]}, want {[x.receipt.id for x in sent]}")
+        await expect_next_is(bob, alice, "alice", "no late receipt twice")
+    finally:
+        for c in (alice, bob, carol):
+            if c is not None:
+                await c.close()
+
+
 @check("v2 store: ordering while draining: messages sent while the backlog drains come after the "
        "stored ones, all once, in send order", v2=True)
 async def _v2_store_drain_order(srv: Server):
@@ -2061,7 +2123,8 @@ async def _v2_store_guests(srv: Server):
 
 
 @check("v2 store: --guest-mail (this server's documented option): v2 and v1 guests' Sends to an "
-       "offline account are Queued and drained with from = the guest's name; no late receipt on v1",
+       "offline account are Queued and drained with from = the guest's name; the v2 guest gets its "
+       "late receipt on its open connection, v1 none",
        server_args=("--guest-mail",), v2=True)
 async def _v2_store_guest_mail(srv: Server):
     expect(has_flag(srv.binary, "--guest-mail"), "`server --help` does not mention --guest-mail")
@@ -2083,6 +2146,9 @@ async def _v2_store_guest_mail(srv: Server):
         # connections never receive a late receipt: vic's next push is a live
         # message (a Push::Receipt would not even decode on quic-chat/1)
         await late_receipts(alice, [sent[2].receipt.id], Status.Delivered, "alice, after bob's drain")
+        # a v2 guest hears on the connection that sent it, while it is open
+        await late_receipts(g, [sent[1].receipt.id], Status.Delivered,
+                            "gus, on the connection that sent it")
         await expect_next_is(alice, v1, "vic", "no late receipt on a v1 connection")
     finally:
         await g.close()

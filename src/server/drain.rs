@@ -45,8 +45,16 @@ pub(crate) async fn run(state: Arc<State>, mail: Mail, mailbox: Arc<Mailbox>, ke
 
 /// Deliver `key`'s stored mail, then make the mailbox live; false if the
 /// connection (or the store) failed first.
+///
+/// The mailbox goes live as soon as the last stored message's stream is
+/// opened, before it is acknowledged: stream order is what keeps a live
+/// message behind the stored ones, and waiting for acknowledgements would
+/// let a sender who answers every message at once keep the mailbox draining
+/// (each message stored, then drained) for as long as the chat goes on. At
+/// most one page waits for its acknowledgements while the next is read.
 async fn drain(state: &State, mail: &Mail, mailbox: &Mailbox, key: NameKey) -> bool {
     let mut from_seq = 0;
+    let mut unsettled: Option<Opened> = None;
     loop {
         let store = mail.store.clone();
         let page = tokio::task::spawn_blocking(move || store.peek(&key, from_seq, PAGE)).await;
@@ -56,13 +64,19 @@ async fn drain(state: &State, mail: &Mail, mailbox: &Mailbox, key: NameKey) -> b
                 tracing::error!("cannot read stored mail: {e}");
                 // Mail stays stored; the mailbox stays Draining (Sends are
                 // stored) until the next session tries again.
+                if let Some(opened) = unsettled.take() {
+                    settle_page(state, mail, mailbox, key, opened).await;
+                }
                 return false;
             }
             Err(_) => return false,
         };
         if page.is_empty() {
             if mailbox.go_live().await {
-                return true;
+                return match unsettled.take() {
+                    Some(opened) => settle_page(state, mail, mailbox, key, opened).await,
+                    None => true,
+                };
             }
             continue;
         }
@@ -77,41 +91,50 @@ async fn drain(state: &State, mail: &Mail, mailbox: &Mailbox, key: NameKey) -> b
             .into_iter()
             .filter(|(_, record)| record.sent_at_ms > cutoff)
             .collect();
-        let (acked, go_on) = deliver_page(state, mailbox, page).await;
-        if !acked.is_empty() {
-            match mail.writer.ack(key, acked, unix_ms()).await {
-                Ok(acked) => notices::tell(
-                    &state.presence,
-                    mail,
-                    &acked.told,
-                    state.limits.delivery_timeout,
-                ),
-                Err(e) => tracing::error!("cannot remove delivered mail: {e}"),
+        if let Some(opened) = unsettled.take() {
+            if !settle_page(state, mail, mailbox, key, opened).await {
+                return false;
             }
         }
-        if !go_on {
+        let opened = open_page(state, mailbox, page).await;
+        if !opened.go_on {
+            settle_page(state, mail, mailbox, key, opened).await;
             return false;
         }
+        unsettled = Some(opened);
     }
 }
 
-/// Deliver one page; the seqs acknowledged, and whether to go on.
-async fn deliver_page(
+/// A page whose delivery streams are all opened, in order.
+struct Opened {
+    /// The deliveries not settled yet.
+    in_flight: JoinSet<(u64, DeliveryOutcome)>,
+    /// The seqs acknowledged so far.
+    acked: Vec<u64>,
+    /// False once the connection failed or the recipient was too slow.
+    go_on: bool,
+}
+
+/// Open one page's delivery streams in acceptance order, a window of them
+/// in flight (waiting for the oldest when the window is full).
+async fn open_page(
     state: &State,
     mailbox: &Mailbox,
     page: Vec<(u64, crate::store::MailRecord)>,
-) -> (Vec<u64>, bool) {
+) -> Opened {
     let connection = mailbox.connection();
     let deadline = state.limits.delivery_timeout;
-    let mut in_flight = JoinSet::new();
-    let mut acked = Vec::new();
-    let mut go_on = true;
+    let mut opened = Opened {
+        in_flight: JoinSet::new(),
+        acked: Vec::new(),
+        go_on: true,
+    };
     for (seq, record) in page {
-        while go_on && in_flight.len() >= WINDOW {
-            let outcome = in_flight.join_next().await.and_then(Result::ok);
-            go_on = settle(mailbox, outcome, &mut acked);
+        while opened.go_on && opened.in_flight.len() >= WINDOW {
+            let outcome = opened.in_flight.join_next().await.and_then(Result::ok);
+            opened.go_on = settle(mailbox, outcome, &mut opened.acked);
         }
-        if !go_on {
+        if !opened.go_on {
             break;
         }
         let envelope = Envelope {
@@ -125,20 +148,43 @@ async fn deliver_page(
         };
         // Opened here, one after another: stream order is acceptance order.
         let Ok(Ok(stream)) = tokio::time::timeout(deadline, connection.open_uni()).await else {
-            go_on = false;
+            opened.go_on = false;
             break;
         };
-        in_flight.spawn(async move {
+        opened.in_flight.spawn(async move {
             let outcome = tokio::time::timeout(deadline, delivery::write_and_wait(stream, frame))
                 .await
                 .unwrap_or(DeliveryOutcome::TimedOut);
             (seq, outcome)
         });
     }
-    while let Some(outcome) = in_flight.join_next().await {
-        go_on &= settle(mailbox, outcome.ok(), &mut acked);
+    opened
+}
+
+/// Wait for the rest of a page's deliveries, then remove the acknowledged
+/// ones from the store (making their senders' late receipts); whether to go on.
+async fn settle_page(
+    state: &State,
+    mail: &Mail,
+    mailbox: &Mailbox,
+    key: NameKey,
+    mut opened: Opened,
+) -> bool {
+    while let Some(outcome) = opened.in_flight.join_next().await {
+        opened.go_on &= settle(mailbox, outcome.ok(), &mut opened.acked);
     }
-    (acked, go_on)
+    if !opened.acked.is_empty() {
+        match mail.writer.ack(key, opened.acked, unix_ms()).await {
+            Ok(acked) => notices::tell(
+                &state.presence,
+                mail,
+                &acked.told,
+                state.limits.delivery_timeout,
+            ),
+            Err(e) => tracing::error!("cannot remove delivered mail: {e}"),
+        }
+    }
+    opened.go_on
 }
 
 /// Record what became of one drained message; whether to go on draining.
