@@ -1,7 +1,7 @@
 //! The command line: clap derive structs only, turned into the plain config
 //! structs that tests build directly.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -185,6 +185,11 @@ pub struct ServerArgs {
     /// asks for a day at least, shorter is for trying it out.
     #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_mail_ttl)]
     pub mail_ttl: Duration,
+    /// Serve Prometheus metrics over HTTP at http://ADDR/metrics, e.g.
+    /// 127.0.0.1:9464 (port 0 picks a free one). Off by default: without it
+    /// no TCP port is opened. Anyone who can reach ADDR can read them.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Parse `--mail-ttl`: a duration such as `7d` or `90s`, at least a second.
@@ -250,6 +255,7 @@ impl ServerArgs {
                     ttl: self.mail_ttl,
                 },
             },
+            metrics: self.metrics,
         }
     }
 }

@@ -80,12 +80,15 @@ async fn drain(state: &State, mail: &Mail, mailbox: &Mailbox, key: NameKey) -> b
         let (acked, go_on) = deliver_page(state, mailbox, page).await;
         if !acked.is_empty() {
             match mail.writer.ack(key, acked, unix_ms()).await {
-                Ok(acked) => notices::tell(
-                    &state.presence,
-                    mail,
-                    &acked.told,
-                    state.limits.delivery_timeout,
-                ),
+                Ok(acked) => {
+                    mail.metrics.drained.inc_by(acked.removed);
+                    notices::tell(
+                        &state.presence,
+                        mail,
+                        &acked.told,
+                        state.limits.delivery_timeout,
+                    );
+                }
                 Err(e) => tracing::error!("cannot remove delivered mail: {e}"),
             }
         }
