@@ -349,3 +349,25 @@ fn the_binary_serves_metrics_where_it_says_and_without_the_flag_listens_on_no_tc
         "no metrics line without the flag"
     );
 }
+
+#[tokio::test]
+async fn a_metrics_address_in_use_fails_the_start_with_its_own_error() {
+    use quic_chat::server::{AccountsConfig, Server, ServerConfig, ServerError};
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServerConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        cert: quic_chat::tls::CertSource::Generated {
+            dir: dir.path().to_owned(),
+            names: Vec::new(),
+        },
+        limits: test_limits(),
+        accounts: AccountsConfig::new(dir.path().join("data")),
+        metrics: Some(addr),
+    };
+    match Server::bind(config) {
+        Err(ServerError::MetricsBind { addr: asked, .. }) => assert_eq!(asked, addr),
+        other => panic!("MetricsBind expected, got {other:?}"),
+    }
+}
