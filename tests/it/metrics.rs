@@ -371,3 +371,38 @@ async fn a_metrics_address_in_use_fails_the_start_with_its_own_error() {
         other => panic!("MetricsBind expected, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn four_scrapers_at_once_at_most_and_a_silent_one_is_cut_off() {
+    let server = TestServer::start_with_metrics().await;
+    let addr = server.metrics.unwrap();
+    // Four connections that say nothing hold every slot.
+    let mut silent = Vec::new();
+    for _ in 0..4 {
+        silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    let mut fifth = tokio::spawn(async move { http(addr, "GET", "/metrics").await.status });
+    // A bounded look for something that must not happen: not served yet.
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), &mut fifth)
+            .await
+            .is_err(),
+        "a fifth scrape was served while four connections held every slot"
+    );
+    // Closing one frees its slot: the waiting scrape is served.
+    drop(silent.pop());
+    let status = within(SCENARIO, "the fifth scrape", fifth).await.unwrap();
+    assert_eq!(status, 200);
+    // A connection that never sends its request is closed by the server
+    // (headers within 5 s, the whole connection within 10 s).
+    let mut quiet = silent.pop().unwrap();
+    let mut byte = [0u8; 1];
+    let read = within(
+        Duration::from_secs(12),
+        "the server to cut a silent scraper off",
+        async { quiet.read(&mut byte).await },
+    )
+    .await;
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    server.stop().await;
+}
