@@ -1,7 +1,7 @@
 //! The command line: clap derive structs only, turned into the plain config
 //! structs that tests build directly.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -198,6 +198,11 @@ pub struct ServerArgs {
     /// Prefix of the cluster's NATS subjects and buckets.
     #[arg(long, value_name = "PREFIX", hide = true, default_value = "qc")]
     pub cluster_prefix: String,
+    /// Serve Prometheus metrics over HTTP at http://ADDR/metrics, e.g.
+    /// 127.0.0.1:9464 (port 0 picks a free one). Off by default: without it
+    /// no TCP port is opened. Anyone who can reach ADDR can read them.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<SocketAddr>,
 }
 
 impl ServerArgs {
@@ -279,6 +284,7 @@ impl ServerArgs {
                     ttl: self.mail_ttl,
                 },
             },
+            metrics: self.metrics,
         }
     }
 }

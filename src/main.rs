@@ -104,6 +104,9 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         if let Some(ca) = server.ca_path() {
             writeln!(out, "CA certificate for clients: {}", ca.display())?;
         }
+        if let Some(addr) = server.metrics_addr() {
+            writeln!(out, "metrics on http://{addr}/metrics")?;
+        }
         out.flush()?;
     }
     console::spawn(

@@ -294,6 +294,18 @@ impl RefuseReason {
         RefuseReason::AccountRequired,
     ];
 
+    /// The reason's name in `snake_case`, as metrics and reports show it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            RefuseReason::NameTaken => "name_taken",
+            RefuseReason::InvalidName => "invalid_name",
+            RefuseReason::UnsupportedProtocol => "unsupported_protocol",
+            RefuseReason::ServerFull => "server_full",
+            RefuseReason::KeyMismatch => "key_mismatch",
+            RefuseReason::AccountRequired => "account_required",
+        }
+    }
+
     /// The first protocol version that has this reason.
     pub fn since(self) -> Version {
         match self {
@@ -383,5 +395,8 @@ mod tests {
     fn status_names_are_distinct() {
         let names: std::collections::BTreeSet<_> = Status::ALL.iter().map(|s| s.name()).collect();
         assert_eq!(names.len(), Status::ALL.len());
+        let reasons: std::collections::BTreeSet<_> =
+            RefuseReason::ALL.iter().map(|r| r.name()).collect();
+        assert_eq!(reasons.len(), RefuseReason::ALL.len());
     }
 }

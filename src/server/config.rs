@@ -19,6 +19,9 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Accounts: who may register, and where the server keeps its data.
     pub accounts: AccountsConfig,
+    /// Where to serve Prometheus metrics over HTTP (`GET /metrics`); `None`
+    /// (the default) opens no listener.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Who may hold a name, and where accounts are kept.

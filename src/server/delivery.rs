@@ -2,10 +2,11 @@
 //! write the `Deliver` frame (the received body without copying it), and know
 //! it arrived only once the recipient's QUIC stack acknowledged the whole stream.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::metrics::LatencyHistogram;
 use crate::protocol::codec;
 
 /// One message on its way to a recipient.
@@ -39,11 +40,37 @@ pub(crate) enum DeliveryOutcome {
     Oversized,
 }
 
-/// Send `envelope` on a new stream of `connection`, within `deadline`.
+impl DeliveryOutcome {
+    /// Every outcome, in declaration order.
+    pub(crate) const ALL: [DeliveryOutcome; 6] = [
+        DeliveryOutcome::Acked,
+        DeliveryOutcome::Stopped,
+        DeliveryOutcome::Lost,
+        DeliveryOutcome::TimedOut,
+        DeliveryOutcome::Busy,
+        DeliveryOutcome::Oversized,
+    ];
+
+    /// The outcome's name in `snake_case`, as the metrics label it.
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            DeliveryOutcome::Acked => "acked",
+            DeliveryOutcome::Stopped => "stopped",
+            DeliveryOutcome::Lost => "lost",
+            DeliveryOutcome::TimedOut => "timed_out",
+            DeliveryOutcome::Busy => "busy",
+            DeliveryOutcome::Oversized => "oversized",
+        }
+    }
+}
+
+/// Send `envelope` on a new stream of `connection`, within `deadline`; an
+/// acknowledged one's time from opening the stream goes into `latency`.
 pub(crate) async fn send_within(
     connection: &quinn::Connection,
     envelope: Envelope<'_>,
     deadline: Duration,
+    latency: &LatencyHistogram,
 ) -> DeliveryOutcome {
     // The body goes out as the very bytes it arrived in; only the header is new.
     let header = match codec::encode_deliver_header(
@@ -56,9 +83,14 @@ pub(crate) async fn send_within(
         Err(_) => return DeliveryOutcome::Oversized,
     };
     let frame = [header, envelope.body];
-    tokio::time::timeout(deadline, send_on_new_stream(connection, frame))
+    let opened = Instant::now();
+    let outcome = tokio::time::timeout(deadline, send_on_new_stream(connection, frame))
         .await
-        .unwrap_or(DeliveryOutcome::TimedOut)
+        .unwrap_or(DeliveryOutcome::TimedOut);
+    if outcome == DeliveryOutcome::Acked {
+        latency.observe(opened.elapsed());
+    }
+    outcome
 }
 
 /// Open a stream, write the frame, finish, and wait for the peer's acknowledgement.

@@ -175,12 +175,15 @@ async fn settle_page(
     }
     if !opened.acked.is_empty() {
         match mail.writer.ack(key, opened.acked, unix_ms()).await {
-            Ok(acked) => notices::tell(
-                &state.presence,
-                mail,
-                &acked.told,
-                state.limits.delivery_timeout,
-            ),
+            Ok(acked) => {
+                mail.metrics.drained.inc_by(acked.removed);
+                notices::tell(
+                    &state.presence,
+                    mail,
+                    &acked.told,
+                    state.limits.delivery_timeout,
+                );
+            }
             Err(e) => tracing::error!("cannot remove delivered mail: {e}"),
         }
     }

@@ -10,6 +10,8 @@ use std::sync::{Mutex, Weak};
 use std::time::Duration;
 
 use super::delivery::{self, DeliveryOutcome};
+use prometheus_client::metrics::counter::Counter;
+
 use super::mailbox::Mailbox;
 use crate::protocol::Status;
 
@@ -48,8 +50,9 @@ impl GuestReceipts {
     }
 
     /// Push `Push::Receipt{id, status}` for each of `receipts` to the guest
-    /// connection that sent it, if it is still open; forget them.
-    pub(crate) fn tell(&self, receipts: &[(u64, Status)], deadline: Duration) {
+    /// connection that sent it, if it is still open; forget them. Each one
+    /// acknowledged is counted in `sent`.
+    pub(crate) fn tell(&self, receipts: &[(u64, Status)], deadline: Duration, sent: &Counter) {
         if receipts.is_empty() {
             return;
         }
@@ -63,11 +66,14 @@ impl GuestReceipts {
             .collect();
         drop(watched);
         for (id, status, connection) in due {
+            let sent = sent.clone();
             tokio::spawn(async move {
                 let pushed =
                     tokio::time::timeout(deadline, delivery::push_receipt(&connection, id, status))
                         .await;
-                if !matches!(pushed, Ok(DeliveryOutcome::Acked)) {
+                if matches!(pushed, Ok(DeliveryOutcome::Acked)) {
+                    sent.inc();
+                } else {
                     tracing::debug!(id, "a guest's late receipt did not reach it");
                 }
             });

@@ -11,6 +11,7 @@ use tracing::debug;
 use super::accounts::{self, Admitted as Account, Principal};
 use super::admission::ConnectionSlot;
 use super::mailbox::Mailbox;
+use super::metrics::{Metrics, OpenConnection};
 use super::registry::{ClaimError, Registration};
 use super::state::State;
 use crate::protocol::codec::{decode_request, read_frame_bytes, write_reply};
@@ -34,6 +35,8 @@ pub(crate) struct Admitted {
     pub(crate) principal: Principal,
     /// The per-IP count of this connection, given back when it is dropped.
     pub(crate) _slot: ConnectionSlot,
+    /// The connection's place in the open-connections gauge.
+    pub(crate) _open: OpenConnection,
     /// Whether the account's stored mail is to be drained now.
     pub(crate) drain: bool,
 }
@@ -116,10 +119,13 @@ pub(crate) async fn admit(
     let connection = match handshake {
         Ok(connection) => connection,
         Err(e) => {
+            state.metrics.connections.failed(&e);
             debug!(%remote, "handshake failed: {e}");
             return None;
         }
     };
+    let open = state.metrics.connections.accepted();
+    let metrics = &*state.metrics;
     let Some(version) = Version::of_connection(&connection) else {
         // The TLS config admits only the ALPNs of known versions.
         CloseCode::ProtocolError.close(&connection, "no protocol negotiated");
@@ -159,7 +165,7 @@ pub(crate) async fn admit(
     let key = match check_hello(version, protocol, &username) {
         Ok(key) => key,
         Err(refusal) => {
-            refuse(&connection, send, version, refusal).await;
+            refuse(&connection, send, version, refusal, metrics).await;
             return None;
         }
     };
@@ -179,7 +185,7 @@ pub(crate) async fn admit(
                 name: username,
                 refusal,
             };
-            refuse(&connection, send, version, refusal).await;
+            refuse(&connection, send, version, refusal, metrics).await;
             return None;
         }
     };
@@ -201,11 +207,18 @@ pub(crate) async fn admit(
     let claimed = match presence.claim(key, mailbox).await {
         Ok(claimed) => claimed,
         Err(ClaimError::Taken) => {
-            refuse(&connection, send, version, Refusal::NameTaken(name)).await;
+            refuse(
+                &connection,
+                send,
+                version,
+                Refusal::NameTaken(name),
+                metrics,
+            )
+            .await;
             return None;
         }
         Err(ClaimError::Full) => {
-            refuse(&connection, send, version, Refusal::ServerFull).await;
+            refuse(&connection, send, version, Refusal::ServerFull, metrics).await;
             return None;
         }
     };
@@ -218,7 +231,7 @@ pub(crate) async fn admit(
         if let Err(refusal) = state.accounts.still_free(key).await {
             drop(claimed.registration);
             let refusal = Refusal::Account { name, refusal };
-            refuse(&connection, send, version, refusal).await;
+            refuse(&connection, send, version, refusal, metrics).await;
             return None;
         }
     }
@@ -242,12 +255,14 @@ pub(crate) async fn admit(
         CloseCode::ProtocolError.close(&connection, "Hello stream failed");
         return None;
     }
+    metrics.registrations.registered(version);
     Some(Admitted {
         connection,
         version,
         registration: claimed.registration,
         principal,
         _slot: slot,
+        _open: open,
         drain,
     })
 }
@@ -294,14 +309,17 @@ fn check_hello(version: Version, protocol: u32, username: &str) -> Result<NameKe
     NameKey::new(username).map_err(Refusal::InvalidName)
 }
 
-/// Send `Refused`, give it a moment to be acknowledged, then close with REFUSED.
+/// Send `Refused` (and count it), give it a moment to be acknowledged,
+/// then close with REFUSED.
 async fn refuse(
     connection: &quinn::Connection,
     mut send: quinn::SendStream,
     version: Version,
     refusal: Refusal,
+    metrics: &Metrics,
 ) {
     let (reason, detail) = refusal.reply(version);
+    metrics.registrations.refused(reason);
     debug!(remote = %connection.remote_address(), ?reason, "refused: {detail}");
     let reply = Reply::Refused {
         reason,

@@ -14,6 +14,7 @@ use tokio::sync::{Semaphore, TryAcquireError};
 
 use super::config::DELIVERY_OVERHEAD_BYTES;
 use super::delivery::{self, DeliveryOutcome, Envelope};
+use super::metrics::DeliveryMetrics;
 use crate::protocol::{codec, CloseCode, Fingerprint};
 
 /// The deliveries of one connected user.
@@ -139,12 +140,25 @@ impl Mailbox {
         &self.connection
     }
 
-    /// Deliver `envelope` and say what happened, always within `deadline`. A
-    /// recipient that cannot take it in time is closed with TOO_SLOW.
+    /// Deliver `envelope` and say what happened (also to `metrics`), always
+    /// within `deadline`. A recipient that cannot take it in time is closed
+    /// with TOO_SLOW.
     pub(crate) async fn deliver(
         &self,
         envelope: Envelope<'_>,
         deadline: Duration,
+        metrics: &DeliveryMetrics,
+    ) -> DeliveryOutcome {
+        let outcome = self.try_deliver(envelope, deadline, metrics).await;
+        metrics.ended(outcome);
+        outcome
+    }
+
+    async fn try_deliver(
+        &self,
+        envelope: Envelope<'_>,
+        deadline: Duration,
+        metrics: &DeliveryMetrics,
     ) -> DeliveryOutcome {
         // Charge the backlog first, so a busy recipient costs nothing more.
         let bound = codec::deliver_frame_len_bound(envelope.from.len(), envelope.body.len());
@@ -155,7 +169,8 @@ impl Mailbox {
             // The user left: the mailbox was closed.
             Err(TryAcquireError::Closed) => return DeliveryOutcome::Lost,
         };
-        let outcome = delivery::send_within(&self.connection, envelope, deadline).await;
+        let outcome =
+            delivery::send_within(&self.connection, envelope, deadline, &metrics.latency).await;
         if outcome == DeliveryOutcome::TimedOut {
             self.close_too_slow();
         }

@@ -10,6 +10,7 @@ mod guest_receipts;
 mod hello;
 mod ids;
 mod mailbox;
+mod metrics;
 mod notices;
 mod presence;
 mod rate;
@@ -67,6 +68,14 @@ pub enum ServerError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The metrics listener (TCP) could not be bound.
+    #[error("cannot serve metrics on {addr}")]
+    MetricsBind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
 }
 
 /// A bound, not yet running, chat server.
@@ -77,6 +86,7 @@ pub struct Server {
     state: Arc<State>,
     ca_path: Option<PathBuf>,
     tls_stats: Arc<tls::TlsStats>,
+    metrics_listener: Option<tokio::net::TcpListener>,
 }
 
 impl Server {
@@ -117,6 +127,17 @@ impl Server {
             config.limits.max_connections_per_ip,
             config.limits.retry_above_handshakes,
         );
+        let metrics_listener = config
+            .metrics
+            .map(|addr| {
+                metrics::bind(addr).map_err(|source| ServerError::MetricsBind { addr, source })
+            })
+            .transpose()?;
+        let metrics = Arc::new(metrics::Metrics::new(
+            store.clone(),
+            admission.stats(),
+            Arc::clone(&tls_stats),
+        ));
         let mail_config = config.accounts.mail;
         let mail = if mail_config.enabled && config.accounts.mode != AccountsMode::Off {
             let caps = crate::store::MailCaps {
@@ -135,6 +156,7 @@ impl Server {
                 caps,
                 mail_config.guest_mail,
                 mail_config.ttl,
+                metrics.mail.clone(),
             )?)
         } else {
             None
@@ -147,6 +169,7 @@ impl Server {
             mail,
             id_prefix,
             SERVER_SOFTWARE.to_owned(),
+            metrics,
         ));
         Ok(Server {
             endpoint,
@@ -154,6 +177,7 @@ impl Server {
             state,
             ca_path,
             tls_stats,
+            metrics_listener,
         })
     }
 
@@ -162,6 +186,14 @@ impl Server {
         self.endpoint
             .local_addr()
             .expect("a bound UDP socket has a local address")
+    }
+
+    /// Where metrics are served over HTTP (with the real port when bound to
+    /// port 0), if `--metrics` asked for it.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     /// Live admission counters (Retry packets sent, connections refused).
@@ -188,14 +220,22 @@ impl Server {
 
     /// Serve until `shutdown` is cancelled, then close every connection with
     /// SERVER_SHUTDOWN and wait until the close frames are out.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         let tracker = TaskTracker::new();
-        let sweeping = shutdown.child_token();
+        let background = shutdown.child_token();
+        if let Some(listener) = self.metrics_listener.take() {
+            tracker.spawn(metrics::serve(
+                listener,
+                Arc::clone(&self.state.metrics),
+                background.clone(),
+                tracker.clone(),
+            ));
+        }
         if let Some(mail) = self.state.mail.clone() {
             tracker.spawn(sweeper::run(
                 Arc::clone(&self.state),
                 mail,
-                sweeping.clone(),
+                background.clone(),
             ));
         }
         loop {
@@ -227,7 +267,7 @@ impl Server {
             CloseCode::ServerShutdown.var_int(),
             SHUTDOWN_REASON.as_bytes(),
         );
-        sweeping.cancel();
+        background.cancel();
         tracker.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
             .await

@@ -36,7 +36,8 @@ pub(crate) fn tell(presence: &Presence, mail: &Mail, told: &Told, deadline: Dura
         .iter()
         .map(|&(id, outcome)| (id, status_of(outcome)))
         .collect();
-    mail.guests.tell(&guests, deadline);
+    mail.guests
+        .tell(&guests, deadline, &mail.metrics.receipts_sent);
 }
 
 /// Ring the connection of each of `senders` (lowercased account names) that
@@ -74,6 +75,7 @@ pub(crate) async fn serve(state: Arc<State>, mail: Mail, mailbox: Arc<Mailbox>, 
         if let Some(&(last, _)) = page.last() {
             from_seq = last + 1;
             let (acked, go_on) = deliver_page(&state, &mailbox, page).await;
+            mail.metrics.receipts_sent.inc_by(acked.len() as u64);
             if !acked.is_empty() {
                 if let Err(e) = mail.writer.ack_notices(key, acked).await {
                     tracing::error!("cannot remove delivered receipts: {e}");

@@ -123,7 +123,11 @@ pub(crate) async fn route_send(
         .filter(|_| mailbox.is_account())
         .map(|m| (m, envelope.body.clone()));
     let outcome = mailbox
-        .deliver(envelope, state.limits.delivery_timeout)
+        .deliver(
+            envelope,
+            state.limits.delivery_timeout,
+            &state.metrics.deliveries,
+        )
         .await;
     match (outcome, kept) {
         (DeliveryOutcome::Stopped | DeliveryOutcome::Lost, Some(((mail, sender), body))) => {

@@ -34,6 +34,7 @@ pub(crate) async fn run(
         registration,
         principal,
         _slot,
+        _open,
         drain,
     }) = Box::pin(admit(incoming, slot, &state, remote)).await
     else {
@@ -123,6 +124,7 @@ async fn handle_request(
         Ok(RequestRef::Send { to, body }) => {
             let body = slice_of(&bytes, body);
             let (id, status) = route_send(state, &session.sender, to, body).await;
+            state.metrics.sent(status);
             Reply::Receipt { id, status }
         }
         Ok(RequestRef::ListUsers) => Reply::Users {

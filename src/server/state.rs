@@ -1,10 +1,13 @@
 //! What every session of one server shares: presence, limits, message ids and
-//! the name it announces. Built once by [`super::Server::bind`] and handed to
+//! the name it announces, and the metrics. Built once by [`super::Server::bind`] and handed to
 //! sessions as an `Arc`.
+
+use std::sync::Arc;
 
 use super::accounts::Accounts;
 use super::config::Limits;
 use super::ids::MessageIds;
+use super::metrics::Metrics;
 use super::presence::Presence;
 use super::stored::Mail;
 
@@ -23,6 +26,8 @@ pub(crate) struct State {
     pub(crate) ids: MessageIds,
     /// Name and version sent in `Welcome`.
     pub(crate) server_name: String,
+    /// What the server counts, and the registry it is read from.
+    pub(crate) metrics: Arc<Metrics>,
 }
 
 impl State {
@@ -34,6 +39,7 @@ impl State {
         mail: Option<Mail>,
         id_prefix: u32,
         server_name: String,
+        metrics: Arc<Metrics>,
     ) -> Self {
         State {
             presence: Presence::local(limits.max_connections),
@@ -42,6 +48,7 @@ impl State {
             ids: MessageIds::new(id_prefix),
             limits,
             server_name,
+            metrics,
         }
     }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::delivery::Envelope;
 use super::guest_receipts::GuestReceipts;
 use super::mailbox::Mailbox;
+use super::metrics::MailMetrics;
 use crate::protocol::{NameKey, Status};
 use crate::store::{Enqueue, Enqueued, MailCaps, MailRecord, MailWriter, Store, StoreError};
 
@@ -26,15 +27,19 @@ pub(crate) struct Mail {
     pub(crate) ttl: Duration,
     /// The guest connections waiting for late receipts.
     pub(crate) guests: Arc<GuestReceipts>,
+    /// What becomes of stored mail, counted.
+    pub(crate) metrics: MailMetrics,
 }
 
 impl Mail {
-    /// Start the writer of `store` with these caps; mail lives for `ttl`.
+    /// Start the writer of `store` with these caps; mail lives for `ttl`
+    /// and is counted in `metrics`.
     pub(crate) fn start(
         store: Store,
         caps: MailCaps,
         guest_mail: bool,
         ttl: Duration,
+        metrics: MailMetrics,
     ) -> Result<Mail, StoreError> {
         let writer = MailWriter::spawn(store.clone(), caps)?;
         Ok(Mail {
@@ -43,6 +48,7 @@ impl Mail {
             guest_mail,
             ttl,
             guests: Arc::default(),
+            metrics,
         })
     }
 
@@ -79,7 +85,10 @@ impl Mail {
         let stored =
             tokio::time::timeout(STORE_DEADLINE, self.writer.enqueue(Enqueue { to, mail }));
         let status = match stored.await {
-            Ok(Ok(Enqueued::Stored(_))) => Status::Queued,
+            Ok(Ok(Enqueued::Stored(_))) => {
+                self.metrics.queued.inc();
+                Status::Queued
+            }
             Ok(Ok(Enqueued::NotRegistered)) => Status::NotConnected,
             Ok(Ok(Enqueued::Full)) => Status::RecipientBusy,
             Ok(Err(e)) => {

@@ -45,6 +45,8 @@ async fn sweep(state: &State, mail: &Mail) {
             .await
         {
             Ok(swept) => {
+                mail.metrics.expired.inc_by(swept.messages);
+                mail.metrics.receipts_expired.inc_by(swept.notices);
                 if swept.messages > 0 || swept.notices > 0 {
                     tracing::info!(
                         messages = swept.messages,

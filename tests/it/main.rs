@@ -18,6 +18,7 @@ mod mail;
 mod mail_delete;
 mod mail_refused;
 mod messaging;
+mod metrics;
 mod receipts;
 mod reconnect;
 mod shutdown;

@@ -99,6 +99,7 @@ async fn a_certificate_the_operator_brings_is_served() {
         },
         limits: test_limits(),
         accounts: quic_chat::server::AccountsConfig::new(elsewhere.path().join("data")),
+        metrics: None,
     };
     let server = Server::bind(config).unwrap();
     assert_eq!(server.ca_path(), None, "no CA of its own to hand out");

@@ -48,6 +48,8 @@ pub struct TestServer {
     pub dir: PathBuf,
     pub admission: Arc<quic_chat::server::AdmissionStats>,
     pub tls: Arc<quic_chat::tls::TlsStats>,
+    /// Where the server serves metrics over HTTP, if it was started with them.
+    pub metrics: Option<SocketAddr>,
     /// The operator's handle (what the console runs its commands against).
     pub operator: quic_chat::server::Operator,
     limits: Limits,
@@ -80,6 +82,7 @@ impl TestServer {
             limits,
             AccountsMode::Open,
             MailConfig::default(),
+            false,
         )
     }
 
@@ -92,6 +95,7 @@ impl TestServer {
             test_limits(),
             AccountsMode::Open,
             mail,
+            false,
         )
     }
 
@@ -104,6 +108,20 @@ impl TestServer {
             test_limits(),
             mode,
             MailConfig::default(),
+            false,
+        )
+    }
+
+    /// A server that also serves its metrics over HTTP on 127.0.0.1 (port 0).
+    pub async fn start_with_metrics() -> Self {
+        let temp_dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        Self::spawn(
+            temp_dir.path().to_owned(),
+            Some(temp_dir),
+            test_limits(),
+            AccountsMode::Open,
+            MailConfig::default(),
+            true,
         )
     }
 
@@ -115,6 +133,7 @@ impl TestServer {
             test_limits(),
             AccountsMode::Open,
             MailConfig::default(),
+            false,
         )
     }
 
@@ -127,8 +146,9 @@ impl TestServer {
             self.accounts_mode,
         );
         let mail = self.mail;
+        let metrics = self.metrics.is_some();
         self.stop().await;
-        Self::spawn(dir, temp_dir, limits, mode, mail)
+        Self::spawn(dir, temp_dir, limits, mode, mail, metrics)
     }
 
     fn spawn(
@@ -137,6 +157,7 @@ impl TestServer {
         limits: Limits,
         accounts_mode: AccountsMode,
         mail: MailConfig,
+        metrics: bool,
     ) -> Self {
         let config = ServerConfig {
             bind: "127.0.0.1:0".parse().unwrap(),
@@ -150,8 +171,10 @@ impl TestServer {
                 mail,
                 ..AccountsConfig::new(dir.join("data"))
             },
+            metrics: metrics.then(|| "127.0.0.1:0".parse().unwrap()),
         };
         let server = Server::bind(config).expect("server binds");
+        let metrics = server.metrics_addr();
         let addr = server.local_addr();
         let ca = server.ca_path().expect("generated CA").to_owned();
         let admission = server.admission_stats();
@@ -165,6 +188,7 @@ impl TestServer {
             dir,
             admission,
             tls,
+            metrics,
             operator,
             limits,
             accounts_mode,
