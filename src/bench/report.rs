@@ -89,7 +89,6 @@ impl Report {
             let unit = match self.workload.as_str() {
                 "connect" => "connections",
                 "queued" => "queued",
-                "drain" => "drained",
                 _ => "messages",
             };
             rows.push(("window".into(), format!("{:.1} s", self.seconds)));
