@@ -55,7 +55,7 @@ pub struct BenchArgs {
     /// What to measure.
     #[arg(long, short, value_enum, default_value = "pairs")]
     pub workload: Workload,
-    /// Senders (pairs, fanin), concurrent connectors (connect) or connections held (idle).
+    /// Senders (pairs, fanin, queued, drain), concurrent connectors (connect) or connections held (idle).
     #[arg(long, short = 'n', default_value_t = 50)]
     pub clients: usize,
     /// Sends in flight per sender.
@@ -70,6 +70,9 @@ pub struct BenchArgs {
     /// Seconds to run before measuring.
     #[arg(long, default_value_t = 2.0)]
     pub warmup: f64,
+    /// Messages stored for the account that then drains them (drain workload).
+    #[arg(long, short = 'm', default_value_t = 20_000)]
+    pub messages: u64,
     /// Make every connection a full TLS handshake (connect workload).
     #[arg(long)]
     pub no_resume: bool,
@@ -94,6 +97,7 @@ impl BenchArgs {
             body_bytes: self.body.clamp(20, crate::protocol::MAX_BODY_BYTES),
             duration: Duration::from_secs_f64(self.duration.clamp(0.1, 3600.0)),
             warmup: Duration::from_secs_f64(self.warmup.clamp(0.0, 600.0)),
+            messages: self.messages.max(1),
             tls_resumption: !self.no_resume,
             progress: !self.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
             server_args: self.server_args,

@@ -1,9 +1,12 @@
-//! `quic-chat bench`: a protocol-v1 load generator. It measures any conforming
-//! server at an address, or starts this build's server as a child process so
-//! that the server's CPU time and memory can be read apart from its own.
+//! `quic-chat bench`: a load generator. It measures any conforming server at
+//! an address, or starts this build's server as a child process (with a fresh
+//! temporary data directory) so that the server's CPU time and memory can be
+//! read apart from its own. The live workloads connect as guests; the store's
+//! (`store.rs`) as registered protocol-v2 accounts.
 
 pub mod report;
 pub mod server_process;
+pub mod store;
 pub mod workloads;
 
 use std::path::PathBuf;
@@ -26,6 +29,10 @@ pub enum Workload {
     Connect,
     /// N registered connections held open: server memory per connection.
     Idle,
+    /// N registered accounts, each sending to its own offline account: `Queued` per second.
+    Queued,
+    /// Messages stored for one offline account, then drained when it connects: per second.
+    Drain,
 }
 
 impl Workload {
@@ -36,6 +43,8 @@ impl Workload {
             Workload::Fanin => "fanin",
             Workload::Connect => "connect",
             Workload::Idle => "idle",
+            Workload::Queued => "queued",
+            Workload::Drain => "drain",
         }
     }
 }
@@ -61,6 +70,8 @@ pub struct BenchConfig {
     pub duration: Duration,
     /// Time before the window, not measured.
     pub warmup: Duration,
+    /// Messages stored for the account that then drains them (drain workload).
+    pub messages: u64,
     /// Resume TLS sessions on reconnects (connect workload).
     pub tls_resumption: bool,
     /// Show a progress bar on stderr.
@@ -84,13 +95,41 @@ pub enum BenchError {
     /// `--server-pid` names no process whose CPU time can be read.
     #[error("cannot read the CPU time of process {0} (is it running, on Linux?)")]
     NoProcess(u32),
+    /// A device identity for an account could not be made.
+    #[error(transparent)]
+    Identity(#[from] crate::tls::TlsError),
+    /// The server did not register a bench user as an account (accounts off
+    /// or closed there): it keeps no mail for it.
+    #[error("the server did not register {0} as an account (store workloads need open accounts)")]
+    NotAnAccount(String),
+}
+
+/// Mailbox caps for the child server of the store workloads, unless the
+/// caller's `--server-arg`s set them: the defaults (1,000 messages a
+/// mailbox) would answer most of a run `RecipientBusy`.
+const STORE_SERVER_ARGS: [(&str, &str); 2] = [
+    ("--mailbox-max-messages", "1000000000"),
+    ("--mailbox-max-bytes", "4294967296"),
+];
+
+/// The child server's arguments for `config`.
+fn child_args(config: &BenchConfig) -> Vec<String> {
+    let mut args = config.server_args.clone();
+    if matches!(config.workload, Workload::Queued | Workload::Drain) {
+        for (flag, value) in STORE_SERVER_ARGS {
+            if !args.iter().any(|arg| arg.split('=').next() == Some(flag)) {
+                args.extend([flag.to_owned(), value.to_owned()]);
+            }
+        }
+    }
+    args
 }
 
 /// Run one benchmark and report what it measured.
 pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     let child = match &config.server {
         Some(_) => None,
-        None => Some(ServerProcess::start(&config.server_args).await?),
+        None => Some(ServerProcess::start(&child_args(config)).await?),
     };
     let (addr, ca) = match (&child, &config.server, &config.ca) {
         (Some(child), _, _) => (child.addr.clone(), child.ca.clone()),
@@ -111,6 +150,8 @@ pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
         Workload::Pairs | Workload::Fanin => workloads::messages(config, &connector, &meter).await,
         Workload::Connect => workloads::connect(config, &connector, &meter).await,
         Workload::Idle => workloads::idle(config, &connector, &meter).await,
+        Workload::Queued => store::queued(config, &client_config, &meter).await,
+        Workload::Drain => store::drain(config, &client_config, &meter).await,
     };
     meter.finish();
     let mut report = result?;

@@ -5,7 +5,7 @@ use serde::Serialize;
 /// Everything one benchmark run measured.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
-    /// `pairs`, `fanin`, `connect` or `idle`.
+    /// `pairs`, `fanin`, `connect`, `idle`, `queued` or `drain`.
     pub workload: String,
     /// Senders (pairs, fanin), concurrent connectors (connect) or connections (idle).
     pub clients: usize,
@@ -15,7 +15,8 @@ pub struct Report {
     pub body_bytes: usize,
     /// Length of the measured window, in seconds.
     pub seconds: f64,
-    /// Messages delivered (pairs, fanin) or connections made (connect) in the window.
+    /// Messages delivered (pairs, fanin), connections made (connect), Sends
+    /// answered `Queued` (queued) in the window, or stored messages drained (drain).
     pub count: u64,
     /// `count` per second.
     pub per_second: f64,
@@ -38,6 +39,14 @@ pub struct Report {
     pub server_rss_kib: Option<u64>,
     /// Server resident memory per held connection (idle), in KiB.
     pub rss_per_connection_kib: Option<f64>,
+    /// Store workloads: Sends answered `Queued` over the whole run (warm-up
+    /// and the sends still in flight at the end included): what was stored.
+    pub stored: Option<u64>,
+    /// Store workloads: the `queued` counts the recipients' `Session`
+    /// replies announced when they connected afterwards, summed.
+    pub announced: Option<u64>,
+    /// Store workloads: stored messages the recipients then received.
+    pub drained: Option<u64>,
 }
 
 /// Latency percentiles, in microseconds.
@@ -72,15 +81,15 @@ impl Report {
             ("workload".into(), self.workload.clone()),
             ("clients".into(), self.clients.to_string()),
         ];
-        if self.workload == "pairs" || self.workload == "fanin" {
+        if ["pairs", "fanin", "queued", "drain"].contains(&self.workload.as_str()) {
             rows.push(("in flight per sender".into(), self.in_flight.to_string()));
             rows.push(("body".into(), format!("{} B", self.body_bytes)));
         }
         if self.workload != "idle" {
-            let unit = if self.workload == "connect" {
-                "connections"
-            } else {
-                "messages"
+            let unit = match self.workload.as_str() {
+                "connect" => "connections",
+                "queued" => "queued",
+                _ => "messages",
             };
             rows.push(("window".into(), format!("{:.1} s", self.seconds)));
             rows.push((unit.into(), self.count.to_string()));
@@ -105,6 +114,16 @@ impl Report {
         }
         for (status, count) in &self.statuses {
             rows.push((format!("receipts {status}"), count.to_string()));
+        }
+        let store_counts = [
+            ("stored (whole run)", self.stored),
+            ("announced by Session", self.announced),
+            ("drained", self.drained),
+        ];
+        for (label, count) in store_counts {
+            if let Some(count) = count {
+                rows.push((label.into(), count.to_string()));
+            }
         }
         if self.errors > 0 {
             rows.push(("errors".into(), self.errors.to_string()));

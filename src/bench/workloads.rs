@@ -16,19 +16,19 @@ use crate::protocol::Status;
 /// Digits of the send timestamp at the front of every body.
 const STAMP_DIGITS: usize = 20;
 
-fn histogram() -> Histogram<u64> {
+pub(super) fn histogram() -> Histogram<u64> {
     // 1 µs to 100 s, 3 significant digits.
     Histogram::new_with_bounds(1, 100_000_000, 3).expect("valid histogram bounds")
 }
 
 /// A reusable message body of a fixed size: the send timestamp, then filler.
-struct StampedBody {
+pub(super) struct StampedBody {
     text: String,
 }
 
 impl StampedBody {
     /// A body of `size` bytes (at least the stamp).
-    fn new(size: usize) -> Self {
+    pub(super) fn new(size: usize) -> Self {
         let mut text = "0".repeat(STAMP_DIGITS);
         text.push_str(&"x".repeat(size.saturating_sub(STAMP_DIGITS)));
         StampedBody { text }
@@ -36,7 +36,7 @@ impl StampedBody {
 
     /// The body, its stamp set to now: nanoseconds since `epoch`. Rewrites only
     /// the stamp, so that making a body costs the generator next to nothing.
-    fn stamp(&mut self, epoch: Instant) -> &str {
+    pub(super) fn stamp(&mut self, epoch: Instant) -> &str {
         let nanos = epoch.elapsed().as_nanos();
         let stamp = format!("{nanos:0width$}", width = STAMP_DIGITS);
         // Same length in and out: replaced in place, the filler is not moved.
@@ -54,14 +54,14 @@ fn latency_us(epoch: Instant, body: &str) -> Option<u64> {
 }
 
 /// Shared run state: the epoch of timestamps, and the measuring/stop flags.
-struct Phase {
-    epoch: Instant,
-    measuring: AtomicBool,
-    stopped: AtomicBool,
+pub(super) struct Phase {
+    pub(super) epoch: Instant,
+    pub(super) measuring: AtomicBool,
+    pub(super) stopped: AtomicBool,
 }
 
 impl Phase {
-    fn new() -> Arc<Self> {
+    pub(super) fn new() -> Arc<Self> {
         Arc::new(Phase {
             epoch: Instant::now(),
             measuring: AtomicBool::new(false),
@@ -70,7 +70,7 @@ impl Phase {
     }
 
     /// Warm up, measure for the configured window, then tell the workers to stop.
-    async fn run(&self, config: &BenchConfig, meter: &Meter) -> Window {
+    pub(super) async fn run(&self, config: &BenchConfig, meter: &Meter) -> Window {
         meter.phase("warm-up", config.warmup).await;
         let window_start = meter.mark();
         self.measuring.store(true, Ordering::Relaxed);

@@ -95,6 +95,20 @@ impl ClientIdentity {
     }
 }
 
+impl ClientIdentity {
+    /// A new identity (a fresh P-256 key) kept in memory only, never on
+    /// disk: for load generators and tests that need many accounts.
+    pub fn ephemeral() -> Result<ClientIdentity, TlsError> {
+        let key = KeyPair::generate()?;
+        let cert = self_signed(&key)?;
+        Ok(ClientIdentity {
+            cert: cert.der().clone(),
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            fingerprint: spki_fingerprint(&key.subject_public_key_info()),
+        })
+    }
+}
+
 /// Where this device's identity lives by default:
 /// `$XDG_CONFIG_HOME/quic-chat/`, or `~/.config/quic-chat/`; `None` when
 /// neither variable is set.
@@ -248,5 +262,16 @@ mod tests {
         let identity = ClientIdentity::load_or_create(dir.path()).unwrap();
         let debug = format!("{identity:?}");
         assert!(debug.contains("elided"), "{debug}");
+    }
+
+    #[test]
+    fn ephemeral_identities_are_distinct_and_carry_their_keys_fingerprint() {
+        let (a, b) = (
+            ClientIdentity::ephemeral().unwrap(),
+            ClientIdentity::ephemeral().unwrap(),
+        );
+        assert_ne!(a.fingerprint, b.fingerprint);
+        assert_eq!(fingerprint_of_cert(&a.cert), Some(a.fingerprint));
+        assert_eq!(fingerprint_of_cert(&b.cert), Some(b.fingerprint));
     }
 }

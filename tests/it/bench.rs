@@ -128,3 +128,79 @@ fn a_running_server_is_measured_through_its_pid() {
         "{stderr}"
     );
 }
+
+fn count(report: &serde_json::Value, field: &str) -> u64 {
+    report[field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {field}: {report}"))
+}
+
+#[test]
+fn queued_counts_sends_the_store_then_delivers_to_the_accounts() {
+    let report = bench(&["-w", "queued", "-n", "3", "--in-flight", "4", "-d", "1"]);
+    assert_eq!(report["workload"], "queued");
+    let queued = count(&report, "count");
+    assert!(queued > 10, "{report}");
+    assert_eq!(
+        report["statuses"],
+        serde_json::json!({ "queued": queued }),
+        "every Send to an offline account is stored: {report}"
+    );
+    let rate = report["per_second"].as_f64().unwrap();
+    let seconds = report["seconds"].as_f64().unwrap();
+    assert!((rate * seconds - queued as f64).abs() < 1.0, "{report}");
+    // Warm-up and the sends in flight at the end are stored too: the
+    // recipients, connecting afterwards, are told of all of them and get them.
+    let stored = count(&report, "stored");
+    assert!(stored >= queued, "{report}");
+    assert_eq!(count(&report, "announced"), stored, "{report}");
+    assert_eq!(count(&report, "drained"), stored, "{report}");
+    assert!(report["receipt_latency_us"]["p50"].as_u64().unwrap() > 0);
+    assert_server_measured(&report);
+    assert_eq!(report["errors"], 0, "{report}");
+}
+
+#[test]
+fn drain_delivers_exactly_what_was_stored() {
+    let report = bench(&["-w", "drain", "-n", "3", "--in-flight", "4", "-m", "700"]);
+    assert_eq!(report["workload"], "drain");
+    assert_eq!(report["statuses"], serde_json::json!({ "queued": 700 }));
+    for field in ["stored", "announced", "drained", "count"] {
+        assert_eq!(count(&report, field), 700, "{field}: {report}");
+    }
+    let rate = report["per_second"].as_f64().unwrap();
+    let seconds = report["seconds"].as_f64().unwrap();
+    assert!(
+        rate > 0.0 && (rate * seconds - 700.0).abs() < 1.0,
+        "{report}"
+    );
+    assert_server_measured(&report);
+    assert_eq!(report["errors"], 0, "{report}");
+}
+
+#[test]
+fn a_running_servers_mailbox_cap_shows_in_the_store_counts() {
+    // The server's own caps apply: 40 stored, the rest refused, and the
+    // drain delivers the 40 only.
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["--rate-limit", "0", "--mailbox-max-messages", "40"];
+    let (_server, port, ca) = start_server_with(dir.path(), Stdio::null(), &args, &[]);
+    let (addr, ca) = (format!("127.0.0.1:{port}"), dir.path().join(ca));
+    let ca = ca.to_str().unwrap();
+    let drain = ["-w", "drain", "-n", "2", "--in-flight", "3", "-m", "100"];
+    let report = bench(&[&[addr.as_str(), "--ca", ca][..], &drain].concat());
+    assert_eq!(
+        report["statuses"],
+        serde_json::json!({ "queued": 40, "recipient_busy": 60 }),
+        "{report}"
+    );
+    for field in ["stored", "announced", "drained", "count"] {
+        assert_eq!(count(&report, field), 40, "{field}: {report}");
+    }
+    // A second run on the same server makes accounts of its own.
+    let queued = ["-w", "queued", "-n", "2", "--in-flight", "2", "-d", "0.5"];
+    let report = bench(&[&[addr.as_str(), "--ca", ca][..], &queued].concat());
+    let stored = count(&report, "stored");
+    assert!(stored > 0 && stored <= 2 * 40, "{report}");
+    assert_eq!(count(&report, "drained"), stored, "{report}");
+}
