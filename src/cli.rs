@@ -26,7 +26,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum CliCommand {
     /// Run a chat server. Type EXIT on its console (or send SIGINT/SIGTERM) to stop it.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Connect to a server and chat. Commands: send USER MESSAGE, users, devices, help, EXIT.
     ///
     /// At a terminal this is a line editor with history and Tab completion;

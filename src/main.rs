@@ -23,7 +23,7 @@ fn main() -> ExitCode {
     // The local time zone can only be read safely while this is the only thread.
     let offset = UtcOffset::current_local_offset().unwrap_or(UtcOffset::UTC);
     let threads = match &cli.command {
-        CliCommand::Server(ServerArgs { threads, .. }) => *threads,
+        CliCommand::Server(args) => args.threads,
         _ => None,
     };
     // Woken tasks run in order, not last-woken-first: a quinn connection's
@@ -54,7 +54,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            CliCommand::Server(args) => run_server(args).await.map(|()| ExitCode::SUCCESS),
+            CliCommand::Server(args) => run_server(*args).await.map(|()| ExitCode::SUCCESS),
             CliCommand::Connect(args) => run_client(args, offset).await,
             CliCommand::Bench(args) => run_bench(args).await.map(|()| ExitCode::SUCCESS),
             CliCommand::Whoami(args) => whoami(args).map(|()| ExitCode::SUCCESS),
