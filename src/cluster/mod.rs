@@ -95,13 +95,13 @@ impl std::fmt::Display for NodeId {
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
     /// No NATS server answered in time.
-    #[error("cannot reach NATS at {urls}")]
+    #[error("cannot reach NATS at {urls}: {reason}")]
     Unreachable {
         /// The URLs tried.
         urls: String,
-        /// What the client said.
-        #[source]
-        source: async_nats::ConnectError,
+        /// What the client said (its text already names its cause, so it
+        /// is not a `source`: each cause is printed once).
+        reason: String,
     },
     /// Joining took longer than the connect timeout.
     #[error("NATS at {urls} did not answer within {timeout:?}")]
@@ -177,9 +177,9 @@ impl Cluster {
                 .request_timeout(Some(Duration::from_secs(6)))
                 .connect(config.urls.as_slice())
                 .await
-                .map_err(|source| ClusterError::Unreachable {
+                .map_err(|e| ClusterError::Unreachable {
                     urls: urls.clone(),
-                    source,
+                    reason: e.to_string(),
                 })?;
             let server_version = client.server_info().version;
             if !version_is_supported(&server_version) {

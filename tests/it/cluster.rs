@@ -159,6 +159,34 @@ fn the_server_binary_joins_and_a_duplicate_node_id_exits_with_one_line() {
 
     first.type_line("EXIT");
     assert!(first.exit().success());
+
+    // A NATS that is not there: one line, each cause once.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("nats://127.0.0.1:{port}");
+    let missing = output_within(
+        std::process::Command::new(BIN)
+            .args(["server", "--port", "0", "--bind", "127.0.0.1"])
+            .args(["--data-dir", "data3", "--cluster", &url, "--node-id", "n3"])
+            .current_dir(dir.path()),
+        Duration::from_secs(20),
+    );
+    assert!(!missing.status.success());
+    let stderr = String::from_utf8_lossy(&missing.stderr);
+    let line = stderr.trim();
+    assert!(
+        line.starts_with(&format!("error: cannot reach NATS at {url}: "))
+            || line.contains(&format!("cannot reach NATS at {url}: ")),
+        "{stderr}"
+    );
+    assert_eq!(
+        stderr.matches("refused").count(),
+        1,
+        "each cause once: {stderr}"
+    );
 }
 
 fn name(text: &str) -> quic_chat::protocol::NameKey {
