@@ -36,13 +36,24 @@ const WINDOW: usize = 64;
 /// A message stored for `key` after the drain (a Send that found it offline
 /// and was committed just as it connected) rings the mailbox: it is drained
 /// then, so it waits for no later session.
+///
+/// A drain again goes on from where the last one stopped: what this
+/// connection was offered before (and refused) waits for the next session.
 pub(crate) async fn run(state: Arc<State>, mail: Mail, mailbox: Arc<Mailbox>, key: NameKey) {
+    let (mut mail_from, mut notices_from) = (0, 0);
     loop {
-        if !drain(&state, &mail, &mailbox, key).await {
+        if !drain(&state, &mail, &mailbox, key, &mut mail_from).await {
             return;
         }
+        let serving = notices::serve(
+            Arc::clone(&state),
+            mail.clone(),
+            Arc::clone(&mailbox),
+            key,
+            &mut notices_from,
+        );
         tokio::select! {
-            () = notices::serve(Arc::clone(&state), mail.clone(), Arc::clone(&mailbox), key) => return,
+            () = serving => return,
             () = mailbox.mail_rung() => mailbox.drain_again(),
         }
     }
@@ -57,18 +68,29 @@ pub(crate) async fn run(state: Arc<State>, mail: Mail, mailbox: Arc<Mailbox>, ke
 /// let a sender who answers every message at once keep the mailbox draining
 /// (each message stored, then drained) for as long as the chat goes on. At
 /// most one page waits for its acknowledgements while the next is read.
-async fn drain(state: &State, mail: &Mail, mailbox: &Mailbox, key: NameKey) -> bool {
-    let mut from_seq = 0;
+async fn drain(
+    state: &State,
+    mail: &Mail,
+    mailbox: &Mailbox,
+    key: NameKey,
+    from: &mut u64,
+) -> bool {
+    let mut from_seq = *from;
     let mut unsettled: Option<Opened> = None;
     loop {
+        *from = from_seq;
+        // Taken before the read: a Send stored behind the drain that
+        // finishes after this is not in the page, and go_live then reads again.
+        let mark = mailbox.drain_mark();
         let store = mail.store.clone();
         let page = tokio::task::spawn_blocking(move || store.peek(&key, from_seq, PAGE)).await;
         let page = match page {
             Ok(Ok(page)) => page,
             Ok(Err(e)) => {
                 tracing::error!("cannot read stored mail: {e}");
-                // Mail stays stored; the mailbox stays Draining (Sends are
-                // stored) until the next session tries again.
+                // Mail stays stored for the next session; live messages
+                // flow meanwhile (they cannot wait on a store that fails).
+                mailbox.force_live();
                 if let Some(opened) = unsettled.take() {
                     settle_page(state, mail, mailbox, key, opened).await;
                 }
@@ -77,7 +99,7 @@ async fn drain(state: &State, mail: &Mail, mailbox: &Mailbox, key: NameKey) -> b
             Err(_) => return false,
         };
         if page.is_empty() {
-            if mailbox.go_live().await {
+            if mailbox.go_live(mark).await {
                 return match unsettled.take() {
                     Some(opened) => settle_page(state, mail, mailbox, key, opened).await,
                     None => true,
@@ -89,12 +111,13 @@ async fn drain(state: &State, mail: &Mail, mailbox: &Mailbox, key: NameKey) -> b
             return false;
         };
         from_seq = last + 1;
+        *from = from_seq;
         // A message past its lifetime that the sweep has not reached yet is
         // not delivered: the sweep drops it and tells its sender.
         let cutoff = mail.expiry_cutoff(unix_ms());
         let page = page
             .into_iter()
-            .filter(|(_, record)| record.sent_at_ms > cutoff)
+            .filter(|(_, record)| record.sent_at_ms > cutoff && !mailbox.refused(record.id))
             .collect();
         if let Some(opened) = unsettled.take() {
             if !settle_page(state, mail, mailbox, key, opened).await {
@@ -152,7 +175,12 @@ async fn open_page(
             continue;
         };
         // Opened here, one after another: stream order is acceptance order.
-        let Ok(Ok(stream)) = tokio::time::timeout(deadline, connection.open_uni()).await else {
+        let opening = tokio::time::timeout(deadline, connection.open_uni()).await;
+        let Ok(Ok(stream)) = opening else {
+            if opening.is_err() {
+                // No stream credit within the delivery budget: stuck.
+                mailbox.close_too_slow();
+            }
             opened.go_on = false;
             break;
         };

@@ -33,7 +33,10 @@ pub(crate) struct Mailbox {
     /// on the fast path; changed only under `drain`).
     draining: AtomicBool,
     /// Sends being stored while draining; the drain ends only at 0.
-    drain: Mutex<u32>,
+    drain: Mutex<DrainCount>,
+    /// Ids of messages this connection refused (stopped) or lost: they wait
+    /// for the next session, and a later drain on this one skips them.
+    refused: Mutex<std::collections::HashSet<u64>>,
     /// Woken when a Send stored during the drain is committed.
     stored: tokio::sync::Notify,
     /// Rung when a late receipt was kept for this account (`notices.rs`).
@@ -43,14 +46,28 @@ pub(crate) struct Mailbox {
     mail_bell: tokio::sync::Notify,
 }
 
+/// Sends stored behind a draining backlog: how many are being stored now,
+/// and how many have finished (so the drain can tell whether one was
+/// committed after it last read the store).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DrainCount {
+    pending: u32,
+    finished: u64,
+}
+
+/// The most refused ids a connection remembers (beyond it, a later drain on
+/// the same connection may offer one again; the client drops repeats).
+const MAX_REFUSED: usize = 4096;
+
 /// A Send being stored behind a draining backlog; dropping it tells the drain.
 pub(crate) struct Holding<'a>(&'a Mailbox);
 
 impl Drop for Holding<'_> {
     fn drop(&mut self) {
-        let mut pending = self.0.drain.lock().unwrap_or_else(|e| e.into_inner());
-        *pending -= 1;
-        drop(pending);
+        let mut count = self.0.drain.lock().unwrap_or_else(|e| e.into_inner());
+        count.pending -= 1;
+        count.finished += 1;
+        drop(count);
         self.0.stored.notify_one();
     }
 }
@@ -71,7 +88,8 @@ impl Mailbox {
             connection,
             backlog: Semaphore::new(backlog_bytes.min(Semaphore::MAX_PERMITS)),
             draining: AtomicBool::new(draining),
-            drain: Mutex::new(0),
+            drain: Mutex::new(DrainCount::default()),
+            refused: Mutex::new(std::collections::HashSet::new()),
             stored: tokio::sync::Notify::new(),
             notice_bell: tokio::sync::Notify::new(),
             mail_bell: tokio::sync::Notify::new(),
@@ -92,7 +110,7 @@ impl Mailbox {
     /// Go back to Draining (stored mail turned up after the drain): Sends
     /// are stored behind it again until the drain finds the store empty.
     pub(crate) fn drain_again(&self) {
-        let _pending = self.drain.lock().unwrap_or_else(|e| e.into_inner());
+        let _count = self.drain.lock().unwrap_or_else(|e| e.into_inner());
         self.draining.store(true, Ordering::Release);
     }
 
@@ -113,26 +131,60 @@ impl Mailbox {
         if !self.draining.load(Ordering::Acquire) {
             return None;
         }
-        let mut pending = self.drain.lock().unwrap_or_else(|e| e.into_inner());
+        let mut count = self.drain.lock().unwrap_or_else(|e| e.into_inner());
         if !self.draining.load(Ordering::Acquire) {
             return None;
         }
-        *pending += 1;
+        count.pending += 1;
         Some(Holding(self))
     }
 
-    /// The drain found the store empty: go live unless a Send is still being
-    /// stored (then wait for it and look again). True once live.
-    pub(crate) async fn go_live(&self) -> bool {
+    /// Where the Sends stored behind the drain stand; taken before each read
+    /// of the store and handed to [`Mailbox::go_live`].
+    pub(crate) fn drain_mark(&self) -> DrainCount {
+        *self.drain.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The drain's read (which began at `mark`) found the store empty: go
+    /// live unless a Send is still being stored (then wait for it) or one
+    /// finished since `mark` (its message may be newer than the read). False
+    /// means: read again.
+    pub(crate) async fn go_live(&self, mark: DrainCount) -> bool {
         {
-            let pending = self.drain.lock().unwrap_or_else(|e| e.into_inner());
-            if *pending == 0 {
-                self.draining.store(false, Ordering::Release);
-                return true;
+            let count = self.drain.lock().unwrap_or_else(|e| e.into_inner());
+            if count.pending == 0 {
+                if count.finished == mark.finished {
+                    self.draining.store(false, Ordering::Release);
+                    return true;
+                }
+                return false;
             }
         }
         self.stored.notified().await;
         false
+    }
+
+    /// Go live without the stored backlog (it could not be read): live
+    /// messages flow; stored ones wait for the next session.
+    pub(crate) fn force_live(&self) {
+        let _count = self.drain.lock().unwrap_or_else(|e| e.into_inner());
+        self.draining.store(false, Ordering::Release);
+    }
+
+    /// Remember that this connection refused (or lost) the message `id`.
+    pub(crate) fn refuse(&self, id: u64) {
+        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        if refused.len() < MAX_REFUSED {
+            refused.insert(id);
+        }
+    }
+
+    /// Whether this connection refused (or lost) the message `id`.
+    pub(crate) fn refused(&self, id: u64) -> bool {
+        self.refused
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&id)
     }
 
     /// The connection deliveries go out on.

@@ -56,13 +56,23 @@ fn ring(presence: &Presence, senders: &[String]) {
 }
 
 /// Deliver the notices kept for `key` on `mailbox`'s connection, then each
-/// new one as it is rung, until the connection ends.
-pub(crate) async fn serve(state: Arc<State>, mail: Mail, mailbox: Arc<Mailbox>, key: NameKey) {
-    let mut from_seq = 0;
+/// new one as it is rung, until the connection ends. `from_seq` is where to
+/// go on from (kept by the caller across calls on one connection, so a
+/// notice this connection refused is not offered to it again).
+pub(crate) async fn serve(
+    state: Arc<State>,
+    mail: Mail,
+    mailbox: Arc<Mailbox>,
+    key: NameKey,
+    from_seq: &mut u64,
+) {
     loop {
         let store = mail.store.clone();
-        let page =
-            tokio::task::spawn_blocking(move || store.peek_notices(&key, from_seq, PAGE)).await;
+        let page = tokio::task::spawn_blocking({
+            let from = *from_seq;
+            move || store.peek_notices(&key, from, PAGE)
+        })
+        .await;
         let page = match page {
             Ok(Ok(page)) => page,
             Ok(Err(e)) => {
@@ -73,7 +83,7 @@ pub(crate) async fn serve(state: Arc<State>, mail: Mail, mailbox: Arc<Mailbox>, 
             Err(_) => return,
         };
         if let Some(&(last, _)) = page.last() {
-            from_seq = last + 1;
+            *from_seq = last + 1;
             let (acked, go_on) = deliver_page(&state, &mailbox, page).await;
             mail.metrics.receipts_sent.inc_by(acked.len() as u64);
             if !acked.is_empty() {
@@ -105,7 +115,7 @@ async fn deliver_page(
     let mut go_on = true;
     for (seq, notice) in page {
         while go_on && in_flight.len() >= WINDOW {
-            go_on = settle(in_flight.join_next().await, &mut acked);
+            go_on = settle(mailbox, in_flight.join_next().await, &mut acked);
         }
         if !go_on {
             break;
@@ -123,13 +133,14 @@ async fn deliver_page(
         });
     }
     while let Some(done) = in_flight.join_next().await {
-        go_on &= settle(Some(done), &mut acked);
+        go_on &= settle(mailbox, Some(done), &mut acked);
     }
     (acked, go_on)
 }
 
 /// Record what became of one pushed notice; whether to go on.
 fn settle(
+    mailbox: &Mailbox,
     done: Option<Result<(u64, DeliveryOutcome), tokio::task::JoinError>>,
     acked: &mut Vec<u64>,
 ) -> bool {
@@ -140,6 +151,11 @@ fn settle(
         }
         // Refused on this connection: kept for the next session.
         Some(Ok((_, DeliveryOutcome::Stopped))) => true,
+        Some(Ok((_, DeliveryOutcome::TimedOut))) => {
+            // Not taken within the delivery budget: stuck, as for messages.
+            mailbox.close_too_slow();
+            false
+        }
         _ => false,
     }
 }

@@ -131,6 +131,9 @@ pub(crate) async fn route_send(
         .await;
     match (outcome, kept) {
         (DeliveryOutcome::Stopped | DeliveryOutcome::Lost, Some(((mail, sender), body))) => {
+            // This connection refused it: it waits for the next session,
+            // and a later drain on this connection skips it.
+            mailbox.refuse(id);
             // Stored as it was sent: same id, same time.
             let envelope = Envelope {
                 id,

@@ -345,7 +345,10 @@ impl<'txn> MailTables<'txn> {
                 self.tell_sender(&record, NoticeOutcome::Expired, now_ms, told)?;
             }
         }
-        self.boxes.remove(to)?;
+        // The seq counter stays: a late acknowledgement of the deleted
+        // account's mail must never match a message of a new one.
+        let next = self.boxes.get(to)?.map_or(1, |v| v.value().0);
+        self.boxes.insert(to, (next, 0, 0))?;
         Ok(())
     }
 }

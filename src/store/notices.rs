@@ -126,7 +126,9 @@ impl MailTables<'_> {
         for seq in seqs {
             self.remove_notice(key, seq)?;
         }
-        self.notice_boxes.remove(key)?;
+        // The seq counter stays, as for mailboxes (`MailTables::delete_mailbox`).
+        let next = self.notice_boxes.get(key)?.map_or(1, |v| v.value().0);
+        self.notice_boxes.insert(key, (next, 0))?;
         Ok(())
     }
 
