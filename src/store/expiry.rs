@@ -73,7 +73,14 @@ impl MailTables<'_> {
                 EXPIRES_MAIL => {
                     if let Some(record) = self.remove_mail(&name, seq)? {
                         swept.messages += 1;
-                        self.tell_sender(&record, NoticeOutcome::Expired, now_ms, &mut swept.told)?;
+                        if let Some(record) = record {
+                            self.tell_sender(
+                                &record,
+                                NoticeOutcome::Expired,
+                                now_ms,
+                                &mut swept.told,
+                            )?;
+                        }
                     }
                 }
                 EXPIRES_NOTICE => swept.notices += self.ack_notices(&name, &[seq])?,

@@ -272,25 +272,30 @@ impl<'txn> MailTables<'txn> {
         for &seq in seqs {
             if let Some(record) = self.remove_mail(recipient.as_str(), seq)? {
                 acked.removed += 1;
-                self.tell_sender(&record, NoticeOutcome::Delivered, now_ms, &mut acked.told)?;
+                if let Some(record) = record {
+                    self.tell_sender(&record, NoticeOutcome::Delivered, now_ms, &mut acked.told)?;
+                }
             }
         }
         Ok(())
     }
 
-    /// Remove one stored message, with its counters and index entry; the
-    /// record, if it was there.
+    /// Remove one stored message, with its counters and index entry. `None`
+    /// if it was not there; `Some(None)` if it was, but its bytes were
+    /// damaged: it is removed all the same (logged), so one bad record can
+    /// never stall the acks or the sweep, and its index entry, if any, is
+    /// dropped by the sweep when it comes due.
     pub(super) fn remove_mail(
         &mut self,
         to: &str,
         seq: u64,
-    ) -> Result<Option<MailRecord>, StoreError> {
+    ) -> Result<Option<Option<MailRecord>>, StoreError> {
         let Some(old) = self.mail.remove((to, seq))? else {
             return Ok(None);
         };
         let bytes = old.value();
         let freed = bytes.len() as u64;
-        let record = mail_record(to, seq, bytes)?;
+        let decoded = mail_record(to, seq, bytes);
         drop(old);
         let (next, count, used) = self.boxes.get(to)?.map_or((1, 0, 0), |v| v.value());
         self.boxes.insert(
@@ -298,9 +303,17 @@ impl<'txn> MailTables<'txn> {
             (next, count.saturating_sub(1), used.saturating_sub(freed)),
         )?;
         self.mail_bytes = self.mail_bytes.saturating_sub(freed);
-        self.expiry
-            .remove((record.sent_at_ms, EXPIRES_MAIL, to, seq))?;
-        Ok(Some(record))
+        match decoded {
+            Ok(record) => {
+                self.expiry
+                    .remove((record.sent_at_ms, EXPIRES_MAIL, to, seq))?;
+                Ok(Some(Some(record)))
+            }
+            Err(e) => {
+                tracing::error!("removed a damaged stored message: {e}");
+                Ok(Some(None))
+            }
+        }
     }
 
     /// Make the sender of `record`, if it is an account, a notice of
@@ -341,7 +354,7 @@ impl<'txn> MailTables<'txn> {
             seqs.push(entry?.0.value().1);
         }
         for seq in seqs {
-            if let Some(record) = self.remove_mail(to, seq)? {
+            if let Some(Some(record)) = self.remove_mail(to, seq)? {
                 self.tell_sender(&record, NoticeOutcome::Expired, now_ms, told)?;
             }
         }

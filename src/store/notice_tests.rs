@@ -384,3 +384,51 @@ async fn the_writer_acks_sweeps_and_removes_notices() {
     assert!(notices(&store, "alice").is_empty());
     assert_consistent(&store);
 }
+
+#[test]
+fn a_damaged_record_is_swept_all_the_same_and_stalls_nothing() {
+    let (_dir, store) = fresh();
+    accounts(&store, &["Alice", "Bob"]);
+    store
+        .enqueue_batch(
+            &[
+                message("bob", 1, 100, Some("alice")),
+                message("bob", 2, 200, Some("alice")),
+            ],
+            CAPS,
+        )
+        .unwrap();
+    store.ack(&key("bob"), &[2], 300).unwrap();
+    // Damage message 1 and alice's notice in place (same lengths).
+    {
+        let txn = store.inner.db.begin_write().unwrap();
+        {
+            let mut mail = txn.open_table(MAIL).unwrap();
+            let len = mail.get(("bob", 1)).unwrap().unwrap().value().len();
+            mail.insert(("bob", 1), vec![0xee; len].as_slice()).unwrap();
+            let mut notices = txn.open_table(NOTICES).unwrap();
+            notices.insert(("alice", 1), [0xee; 18].as_slice()).unwrap();
+        }
+        txn.commit().unwrap();
+    }
+    let swept = store.sweep(1_000, 2_000, 100).unwrap();
+    assert_eq!((swept.messages, swept.notices), (1, 1));
+    assert!(
+        swept.told.senders.is_empty(),
+        "nothing to tell of a damaged record"
+    );
+    assert_eq!(
+        store.mailbox_count(&key("bob")).unwrap(),
+        MailboxCount::default()
+    );
+    assert_eq!(store.mail_bytes().unwrap(), 0);
+    assert_eq!(store.notice_count(&key("alice")).unwrap(), 0);
+    assert_consistent(&store);
+    // And the writer goes on storing.
+    assert_eq!(
+        store
+            .enqueue_batch(&[message("bob", 3, 3_000, Some("alice"))], CAPS)
+            .unwrap(),
+        vec![Enqueued::Stored(3)]
+    );
+}

@@ -138,10 +138,16 @@ impl MailTables<'_> {
         let Some(old) = self.notices.remove((sender, seq))? else {
             return Ok(false);
         };
-        let notice = notice_record(sender, seq, old.value())?;
+        let notice = notice_record(sender, seq, old.value());
         drop(old);
-        self.expiry
-            .remove((notice.made_ms, EXPIRES_NOTICE, sender, seq))?;
+        match notice {
+            Ok(notice) => {
+                self.expiry
+                    .remove((notice.made_ms, EXPIRES_NOTICE, sender, seq))?;
+            }
+            // Removed all the same (see `MailTables::remove_mail`).
+            Err(e) => tracing::error!("removed a damaged kept receipt: {e}"),
+        }
         Ok(true)
     }
 }
