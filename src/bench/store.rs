@@ -16,7 +16,7 @@ use tokio::task::JoinSet;
 
 use super::report::{Latency, Report};
 use super::workloads::{histogram, Phase, StampedBody};
-use super::{BenchConfig, BenchError, Meter};
+use super::{BenchConfig, BenchError, Meter, Window};
 use crate::client::{Client, ClientConfig, ClientEvent, Connector, Incoming};
 use crate::protocol::{Account, Status};
 use crate::tls::ClientIdentity;
@@ -141,6 +141,39 @@ struct Sent {
 }
 
 impl Sent {
+    /// The report of a store workload whose `count` operations took
+    /// `window`, with what the recipients' Sessions announced and what they
+    /// then received.
+    fn report(
+        self,
+        workload: &str,
+        config: &BenchConfig,
+        clients: usize,
+        window: &Window,
+        count: u64,
+        (announced, drained): (u64, u64),
+    ) -> Report {
+        let mut report = Report {
+            workload: workload.into(),
+            clients,
+            in_flight: config.in_flight,
+            body_bytes: config.body_bytes,
+            seconds: window.wall.as_secs_f64(),
+            count,
+            per_second: count as f64 / window.wall.as_secs_f64(),
+            errors: self.errors,
+            stored: Some(self.queued),
+            announced: Some(announced),
+            drained: Some(drained),
+            ..Report::default()
+        };
+        for (status, count) in self.statuses {
+            report.statuses.insert(status.name().into(), count);
+        }
+        window.fill(&mut report, count);
+        report
+    }
+
     fn add(&mut self, other: Sent) {
         for (status, count) in other.statuses {
             *self.statuses.entry(status).or_default() += count;
@@ -209,25 +242,9 @@ pub async fn queued(
 
     let (announced, drained) = drain_all(&recipients).await?;
     let count = sent.statuses.get(&Status::Queued).copied().unwrap_or(0);
-    let mut report = Report {
-        workload: "queued".into(),
-        clients: n,
-        in_flight: config.in_flight,
-        body_bytes: config.body_bytes,
-        seconds: window.wall.as_secs_f64(),
-        count,
-        per_second: count as f64 / window.wall.as_secs_f64(),
-        receipt_latency_us: sent.latencies.as_ref().and_then(Latency::of),
-        errors: sent.errors,
-        stored: Some(sent.queued),
-        announced: Some(announced),
-        drained: Some(drained),
-        ..Report::default()
-    };
-    for (status, count) in sent.statuses {
-        report.statuses.insert(status.name().into(), count);
-    }
-    window.fill(&mut report, count);
+    let latency = sent.latencies.as_ref().and_then(Latency::of);
+    let mut report = sent.report("queued", config, n, &window, count, (announced, drained));
+    report.receipt_latency_us = latency;
     Ok(report)
 }
 
@@ -350,23 +367,5 @@ pub async fn drain(
     let drained = receive_stored(&mut incoming, announced, DRAIN_LIMIT).await;
     let window = meter.elapsed_since(&start);
     recipient.leave(&client).await;
-    let mut report = Report {
-        workload: "drain".into(),
-        clients: n,
-        in_flight: config.in_flight,
-        body_bytes: config.body_bytes,
-        seconds: window.wall.as_secs_f64(),
-        count: drained,
-        per_second: drained as f64 / window.wall.as_secs_f64(),
-        errors: sent.errors,
-        stored: Some(sent.queued),
-        announced: Some(announced),
-        drained: Some(drained),
-        ..Report::default()
-    };
-    for (status, count) in sent.statuses {
-        report.statuses.insert(status.name().into(), count);
-    }
-    window.fill(&mut report, drained);
-    Ok(report)
+    Ok(sent.report("drain", config, n, &window, drained, (announced, drained)))
 }

@@ -13,7 +13,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream::kv;
 use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
@@ -49,30 +49,13 @@ impl NodeLease {
         client: async_nats::Client,
         config: &ClusterConfig,
     ) -> Result<NodeLease, ClusterError> {
-        let js = jetstream::new(client);
-        let name = format!("{}_nodes", config.prefix);
-        let bucket = match js.get_key_value(name.as_str()).await {
-            Ok(bucket) => bucket,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: name.clone(),
-                    description: "quic-chat node leases".to_owned(),
-                    history: 1,
-                    max_age: config.lease_ttl,
-                    storage: jetstream::stream::StorageType::File,
-                    num_replicas: 1,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| {
-                    let text = e.to_string();
-                    if text.to_ascii_lowercase().contains("jetstream") {
-                        ClusterError::NoJetStream(text)
-                    } else {
-                        ClusterError::Nats(format!("cannot create the bucket {name}: {text}"))
-                    }
-                })?,
-        };
+        let bucket = super::open_bucket(
+            client,
+            format!("{}_nodes", config.prefix),
+            "quic-chat node leases",
+            config.lease_ttl,
+        )
+        .await?;
         let incarnation = incarnation()?;
         let revision = bucket
             .create(config.node_id.as_str(), incarnation.to_string().into())

@@ -236,6 +236,39 @@ impl Cluster {
     }
 }
 
+/// The key-value bucket `name`, created (one history entry, on disk, keys
+/// living `max_age`, zero for ever) if it does not exist yet.
+async fn open_bucket(
+    client: async_nats::Client,
+    name: String,
+    description: &str,
+    max_age: Duration,
+) -> Result<async_nats::jetstream::kv::Store, ClusterError> {
+    use async_nats::jetstream::{self, kv};
+    let js = jetstream::new(client);
+    if let Ok(bucket) = js.get_key_value(name.as_str()).await {
+        return Ok(bucket);
+    }
+    js.create_key_value(kv::Config {
+        bucket: name.clone(),
+        description: description.to_owned(),
+        history: 1,
+        max_age,
+        storage: jetstream::stream::StorageType::File,
+        num_replicas: 1,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| {
+        let text = e.to_string();
+        if text.to_ascii_lowercase().contains("jetstream") {
+            ClusterError::NoJetStream(text)
+        } else {
+            ClusterError::Nats(format!("cannot create the bucket {name}: {text}"))
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

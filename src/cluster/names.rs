@@ -10,7 +10,7 @@
 //!
 //! Not yet used by the server's Hello (docs/CLUSTER.md, "Missing").
 
-use async_nats::jetstream::{self, kv};
+use async_nats::jetstream::kv;
 
 use super::lease::NodeLease;
 use super::{ClusterConfig, ClusterError, NodeId};
@@ -71,22 +71,13 @@ impl Names {
         config: &ClusterConfig,
         lease: &NodeLease,
     ) -> Result<Names, ClusterError> {
-        let js = jetstream::new(client);
-        let name = format!("{}_names", config.prefix);
-        let bucket = match js.get_key_value(name.as_str()).await {
-            Ok(bucket) => bucket,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: name.clone(),
-                    description: "quic-chat name claims".to_owned(),
-                    history: 1,
-                    storage: jetstream::stream::StorageType::File,
-                    num_replicas: 1,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| ClusterError::Nats(format!("cannot create the bucket {name}: {e}")))?,
-        };
+        let bucket = super::open_bucket(
+            client,
+            format!("{}_names", config.prefix),
+            "quic-chat name claims",
+            std::time::Duration::ZERO,
+        )
+        .await?;
         Ok(Names {
             bucket,
             node: config.node_id.clone(),
