@@ -199,9 +199,27 @@ pub struct ServerArgs {
     /// This node's id in the cluster (1 to 32 of a-z, 0-9, -).
     #[arg(long, value_name = "ID", hide = true, requires = "cluster")]
     pub node_id: Option<crate::cluster::NodeId>,
-    /// Prefix of the cluster's NATS subjects and buckets.
-    #[arg(long, value_name = "PREFIX", hide = true, default_value = "qc")]
+    /// Prefix of the cluster's NATS subjects and key-value buckets (1 to 32
+    /// of a-z, 0-9, _ and -), so several clusters can share one NATS.
+    #[arg(long, value_name = "PREFIX", hide = true, default_value = "qc", value_parser = parse_prefix)]
     pub cluster_prefix: String,
+    /// How long a node's lease lives without renewal: a node killed without
+    /// warning frees its users' names this long after, and a node that
+    /// cannot reach NATS for two thirds of it closes its connections first.
+    #[arg(long, value_name = "DURATION", hide = true, default_value = "15s", value_parser = parse_lease)]
+    pub cluster_lease: Duration,
+    /// Copies NATS keeps of each of the cluster's buckets: 1 on a single
+    /// NATS server, 3 on a NATS cluster of three or more.
+    #[arg(long, value_name = "N", hide = true, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub cluster_replicas: u8,
+    /// A NATS credentials file (.creds: user JWT and NKey seed), if the NATS
+    /// servers ask for one.
+    #[arg(long, value_name = "FILE", hide = true, requires = "cluster")]
+    pub cluster_credentials: Option<std::path::PathBuf>,
+    /// Require TLS to NATS and check the servers' certificates against this
+    /// CA certificate (PEM).
+    #[arg(long, value_name = "FILE", hide = true, requires = "cluster")]
+    pub cluster_tls_ca: Option<std::path::PathBuf>,
     /// Serve Prometheus metrics over HTTP at http://ADDR/metrics, e.g.
     /// 127.0.0.1:9464 (port 0 picks a free one). Off by default: without it
     /// no TCP port is opened. Anyone who can reach ADDR can read them.
@@ -221,8 +239,34 @@ impl ServerArgs {
             .ok_or("--cluster needs --node-id (1 to 32 of a-z, 0-9, -)")?;
         let mut config = ClusterConfig::new(self.cluster.clone(), node_id);
         config.prefix = self.cluster_prefix.clone();
+        config.lease_ttl = self.cluster_lease;
+        config.replicas = usize::from(self.cluster_replicas);
+        config.credentials = self.cluster_credentials.clone();
+        config.tls_ca = self.cluster_tls_ca.clone();
         Ok(Some(config))
     }
+}
+
+/// Parse `--cluster-prefix`: it names subjects and buckets.
+fn parse_prefix(text: &str) -> Result<String, String> {
+    let valid = (1..=32).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err("a prefix is 1 to 32 of a-z, 0-9, _ and -".into())
+    }
+}
+
+/// Parse `--cluster-lease`: a duration of at least 2 s and at most 5 min.
+fn parse_lease(text: &str) -> Result<Duration, String> {
+    let ttl = humantime::parse_duration(text).map_err(|e| format!("{e} (try 15s)"))?;
+    if !(Duration::from_secs(2)..=Duration::from_secs(300)).contains(&ttl) {
+        return Err("must be between 2s and 5m".into());
+    }
+    Ok(ttl)
 }
 
 /// Parse `--mail-ttl`: a duration such as `7d` or `90s`, at least a second.

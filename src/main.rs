@@ -83,18 +83,19 @@ fn init_tracing(default: &str) {
 
 async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
     let cluster_config = args.cluster_config().map_err(anyhow::Error::msg)?;
-    let server = Server::bind(args.into_config())?;
-    let cluster = match &cluster_config {
-        Some(config) => {
-            let cluster = quic_chat::cluster::Cluster::join(config).await?;
-            println!(
-                "joined the cluster as node {} (NATS {})",
-                config.node_id,
-                cluster.server_version()
-            );
-            Some(cluster)
+    let server = match &cluster_config {
+        Some(cluster) => {
+            let server = Server::bind_clustered(args.into_config(), cluster).await?;
+            if let Some(cluster) = server.cluster() {
+                println!(
+                    "joined the cluster as node {} (NATS {})",
+                    cluster.node_id(),
+                    cluster.server_version()
+                );
+            }
+            server
         }
-        None => None,
+        None => Server::bind(args.into_config())?,
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
@@ -115,9 +116,6 @@ async fn run_server(args: ServerArgs) -> anyhow::Result<()> {
         tokio::runtime::Handle::current(),
     );
     server.run(shutdown).await;
-    if let Some(cluster) = cluster {
-        cluster.leave().await;
-    }
     Ok(())
 }
 

@@ -1,20 +1,30 @@
 //! A node's lease: one key per live node in the `<prefix>_nodes` key-value
-//! bucket, whose `max_age` is the lease lifetime. A node takes its key with
-//! a create-only write (so a node id held by a live node is refused), renews
-//! it every fifth of the lifetime with a compare-and-set on its revision (so
-//! a lease someone else took over is noticed, never overwritten), and
-//! deletes it when it stops gracefully (the id is free at once). A node that
-//! dies stops renewing; NATS drops its key when the lifetime ends.
+//! bucket, whose `max_age` is the lease lifetime (with limit markers, so a
+//! lease that ends is seen by every watcher as a removal). A node takes its
+//! key with a create-only write (so a node id held by a live node is
+//! refused), renews it every fifth of the lifetime with a compare-and-set on
+//! its revision (so a lease someone else took over is noticed, never
+//! overwritten), and deletes it when it stops gracefully (the id is free at
+//! once). A node that dies stops renewing; NATS drops its key when the
+//! lifetime ends.
 //!
-//! The value is this run's incarnation, a random `u64` in decimal: later
-//! parts (name claims) point at (node, incarnation), so a claim of an earlier
-//! run of the same id is recognisably stale.
+//! The value is this run's incarnation, a random `u64` in decimal: name
+//! claims point at (node, incarnation), so a claim of an earlier run of the
+//! same id is recognisably stale.
+//!
+//! **Fencing.** A node whose last renewal is older than two thirds of the
+//! lifetime is not *serving* ([`NodeLease::serving`]): the server closes its
+//! users' connections and admits nobody, before the lease can end and
+//! another node can take their names. When NATS answers again the node
+//! renews under a new incarnation, so every claim it made before (whose
+//! release may not have reached NATS) is stale at once.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv;
 use futures_util::StreamExt;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::{ClusterConfig, ClusterError, NodeId};
@@ -26,9 +36,12 @@ pub struct LeaseState {
     pub revision: u64,
     /// When the lease was last written (taken or renewed).
     pub renewed: Instant,
-    /// False once a renewal found the key changed by someone else: the
-    /// lease is lost and this node must stop serving as this id.
+    /// False while this node does not hold its key (someone else took it
+    /// over, or it ended while NATS was out of reach): it serves nobody
+    /// until it has taken it again.
     pub held: bool,
+    /// The run's incarnation the key holds now.
+    pub incarnation: u64,
 }
 
 /// This node's lease, renewed in the background until released.
@@ -36,10 +49,15 @@ pub struct LeaseState {
 pub struct NodeLease {
     bucket: kv::Store,
     node: NodeId,
-    incarnation: u64,
     ttl: Duration,
     state: Arc<Mutex<LeaseState>>,
+    serving: watch::Receiver<bool>,
     stop: CancellationToken,
+}
+
+/// The part of the lifetime after which a node without a renewal stops serving.
+fn fence_after(ttl: Duration) -> Duration {
+    ttl * 2 / 3
 }
 
 impl NodeLease {
@@ -51,9 +69,13 @@ impl NodeLease {
     ) -> Result<NodeLease, ClusterError> {
         let bucket = super::open_bucket(
             client,
-            format!("{}_nodes", config.prefix),
-            "quic-chat node leases",
-            config.lease_ttl,
+            super::BucketSpec {
+                name: format!("{}_nodes", config.prefix),
+                description: "quic-chat node leases",
+                max_age: config.lease_ttl,
+                limit_markers: Some(config.lease_ttl.max(Duration::from_secs(1))),
+                replicas: config.replicas,
+            },
         )
         .await?;
         let incarnation = incarnation()?;
@@ -71,70 +93,67 @@ impl NodeLease {
             revision,
             renewed: Instant::now(),
             held: true,
+            incarnation,
         }));
+        let (serving_tx, serving) = watch::channel(true);
         let lease = NodeLease {
             bucket,
             node: config.node_id.clone(),
-            incarnation,
             ttl: config.lease_ttl,
             state,
+            serving,
             stop: CancellationToken::new(),
         };
-        tokio::spawn(lease.renewing());
+        tokio::spawn(lease.renewing(serving_tx));
         Ok(lease)
     }
 
-    /// The renewal loop, until released or lost.
-    fn renewing(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
-        let (bucket, node, value, state, stop) = (
+    /// The renewal loop, until released.
+    fn renewing(
+        &self,
+        serving: watch::Sender<bool>,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let (bucket, node, state, stop, ttl) = (
             self.bucket.clone(),
             self.node.clone(),
-            self.incarnation.to_string(),
             Arc::clone(&self.state),
             self.stop.clone(),
+            self.ttl,
         );
-        let every = self.ttl / 5;
+        let every = ttl / 5;
         async move {
             let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             ticks.tick().await;
+            // Set when this node stopped serving: it comes back under a new
+            // incarnation.
+            let mut fenced = false;
             loop {
                 tokio::select! {
                     () = stop.cancelled() => return,
                     _ = ticks.tick() => {}
                 }
-                let revision = lock(&state).revision;
-                let renewed = tokio::time::timeout(
-                    every,
-                    bucket.update(node.as_str(), value.clone().into(), revision),
-                )
-                .await;
-                match renewed {
-                    Ok(Ok(revision)) => {
-                        let mut state = lock(&state);
-                        state.revision = revision;
-                        state.renewed = Instant::now();
-                    }
-                    Ok(Err(e)) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                        // A renewal whose answer was lost may have landed:
-                        // the key is still ours if it holds our incarnation.
-                        match bucket.entry(node.as_str()).await {
-                            Ok(Some(entry))
-                                if entry.operation == kv::Operation::Put
-                                    && entry.value == value.as_bytes() =>
-                            {
-                                lock(&state).revision = entry.revision;
-                            }
-                            Ok(_) => {
-                                tracing::error!(%node, "the node lease was taken over; this node lost it");
-                                lock(&state).held = false;
-                                return;
-                            }
-                            Err(e) => tracing::warn!(%node, "cannot read the node lease: {e}"),
-                        }
-                    }
+                let attempt = tokio::time::timeout(every, renew(&bucket, &node, &state, fenced));
+                match attempt.await {
+                    Ok(Ok(())) => {}
                     Ok(Err(e)) => tracing::warn!(%node, "cannot renew the node lease: {e}"),
                     Err(_) => tracing::warn!(%node, "renewing the node lease timed out"),
                 }
+                let now = lock(&state);
+                let serve = now.held && now.renewed.elapsed() < fence_after(ttl);
+                drop(now);
+                if !serve && !fenced {
+                    tracing::error!(
+                        %node,
+                        "no lease renewal for {:?}: this node stops serving until NATS answers",
+                        fence_after(ttl)
+                    );
+                    fenced = true;
+                } else if serve && fenced {
+                    tracing::info!(%node, "the node lease is held again: serving");
+                    fenced = false;
+                }
+                serving.send_if_modified(|current| std::mem::replace(current, serve) != serve);
             }
         }
     }
@@ -144,9 +163,22 @@ impl NodeLease {
         *lock(&self.state)
     }
 
-    /// This run's incarnation.
+    /// The lease lifetime.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Whether this node may serve its users now, and the changes of it: false
+    /// once its lease is lost or was not renewed for two thirds of its
+    /// lifetime.
+    pub fn serving(&self) -> watch::Receiver<bool> {
+        self.serving.clone()
+    }
+
+    /// This run's incarnation now (it changes when the node comes back from
+    /// a fence).
     pub fn incarnation(&self) -> u64 {
-        self.incarnation
+        lock(&self.state).incarnation
     }
 
     /// Whether `node` has a live lease held by its run `incarnation`.
@@ -177,6 +209,11 @@ impl NodeLease {
         Ok(nodes)
     }
 
+    /// The bucket of leases (for the roster's watch).
+    pub(crate) fn bucket(&self) -> &kv::Store {
+        &self.bucket
+    }
+
     /// Stop renewing and delete the key (if still ours), so the id is free.
     pub async fn release(&self) {
         self.stop.cancel();
@@ -196,6 +233,85 @@ impl NodeLease {
 impl Drop for NodeLease {
     fn drop(&mut self) {
         self.stop.cancel();
+    }
+}
+
+/// One renewal: a compare-and-set at the last revision, under a new
+/// incarnation when `fresh`; a lease that ended (or that this node never
+/// saw renewed) is taken again with a create-only write.
+async fn renew(
+    bucket: &kv::Store,
+    node: &NodeId,
+    state: &Mutex<LeaseState>,
+    fresh: bool,
+) -> Result<(), String> {
+    let before = *lock(state);
+    let incarnation = if fresh || !before.held {
+        incarnation().map_err(|e| e.to_string())?
+    } else {
+        before.incarnation
+    };
+    let value = incarnation.to_string();
+    let written = if before.held {
+        bucket
+            .update(node.as_str(), value.clone().into(), before.revision)
+            .await
+            .map_err(|e| {
+                (
+                    e.kind() == kv::UpdateErrorKind::WrongLastRevision,
+                    e.to_string(),
+                )
+            })
+    } else {
+        bucket
+            .create(node.as_str(), value.clone().into())
+            .await
+            .map_err(|e| {
+                (
+                    e.kind() == kv::CreateErrorKind::AlreadyExists,
+                    e.to_string(),
+                )
+            })
+    };
+    match written {
+        Ok(revision) => {
+            *lock(state) = LeaseState {
+                revision,
+                renewed: Instant::now(),
+                held: true,
+                incarnation,
+            };
+            Ok(())
+        }
+        Err((true, _)) if before.held => {
+            // A renewal whose answer was lost may have landed: the key is
+            // still ours if it holds our incarnation.
+            let entry = bucket
+                .entry(node.as_str())
+                .await
+                .map_err(|e| e.to_string())?;
+            match entry {
+                Some(entry)
+                    if entry.operation == kv::Operation::Put
+                        && entry.value == before.incarnation.to_string().as_bytes() =>
+                {
+                    lock(state).revision = entry.revision;
+                    Ok(())
+                }
+                Some(entry) if entry.operation == kv::Operation::Put => {
+                    tracing::error!(%node, "the node lease was taken over; this node lost it");
+                    lock(state).held = false;
+                    Ok(())
+                }
+                _ => {
+                    tracing::warn!(%node, "the node lease ended; taking it again");
+                    lock(state).held = false;
+                    Ok(())
+                }
+            }
+        }
+        Err((true, _)) => Err("a live node holds this node id".to_owned()),
+        Err((false, e)) => Err(e),
     }
 }
 

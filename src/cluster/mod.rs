@@ -2,7 +2,7 @@
 //! that share users, names and mail through NATS, an existing engine, never
 //! a protocol of our own between nodes.
 //!
-//! What is here so far is the foundation every later part stands on:
+//! What is here:
 //! - [`ClusterConfig`] and [`NodeId`]: which NATS servers, which node, which
 //!   subject and bucket prefix;
 //! - [`Cluster::join`]: the connection to NATS (its version checked), and
@@ -10,18 +10,27 @@
 //!   (`lease.rs`): a node id held by a live node is refused, the lease is
 //!   renewed in the background and released on a graceful stop;
 //! - [`Names`]: names unique in the whole cluster (`names.rs`), claimed
-//!   and released by compare-and-set, stale claims of dead nodes taken over.
+//!   and released by compare-and-set, stale claims of dead nodes taken over;
+//! - [`Roster`]: a watched replica of the claims and leases, for lists;
+//! - deliveries and questions between nodes by request/reply (`routes.rs`).
 //!
 //! Nothing in this module runs unless the server is started with
 //! `--cluster`: a single node never connects to anything.
 
 mod lease;
 mod names;
+mod roster;
+mod routes;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 pub use lease::{LeaseState, NodeLease};
-pub use names::{name_key, Claim, ClaimError, Names};
+pub use names::{name_key, Claim, ClaimError, Holder, Names, TakeOverError};
+pub use roster::{Roster, MAX_NAMES};
+pub use routes::{Control, ControlAnswer, RemoteAnswer};
 
 /// The oldest nats-server cluster mode accepts: per-key TTLs and limit
 /// markers in key-value buckets, and `sync_interval: always`, arrived in 2.11.
@@ -42,11 +51,18 @@ pub struct ClusterConfig {
     pub lease_ttl: Duration,
     /// How long joining may take before the start fails.
     pub connect_timeout: Duration,
+    /// Copies NATS keeps of each bucket (1, or 3 on a NATS cluster).
+    pub replicas: usize,
+    /// A NATS credentials file, if the servers ask for one.
+    pub credentials: Option<std::path::PathBuf>,
+    /// A CA certificate to check the NATS servers' TLS certificates with.
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 impl ClusterConfig {
     /// Join the NATS servers at `urls` as `node_id`, with the defaults: prefix
-    /// `qc`, a 15 s lease, 10 s to connect.
+    /// `qc`, a 15 s lease, 10 s to connect, one copy of each bucket, no
+    /// credentials, the system's TLS roots.
     pub fn new(urls: Vec<String>, node_id: NodeId) -> Self {
         ClusterConfig {
             urls,
@@ -54,6 +70,9 @@ impl ClusterConfig {
             prefix: "qc".to_owned(),
             lease_ttl: Duration::from_secs(15),
             connect_timeout: Duration::from_secs(10),
+            replicas: 1,
+            credentials: None,
+            tls_ca: None,
         }
     }
 }
@@ -154,13 +173,25 @@ pub fn version_is_supported(version: &str) -> bool {
     }
 }
 
-/// A node that joined the cluster: its NATS connection and its lease.
+/// A node that joined the cluster: its NATS connection, its lease, the
+/// name claims and the replica of who is online elsewhere.
 #[derive(Debug)]
 pub struct Cluster {
     client: async_nats::Client,
     lease: NodeLease,
     names: Names,
+    roster: Roster,
     server_version: String,
+    node: NodeId,
+    prefix: String,
+    epoch: u32,
+    stop: CancellationToken,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 impl Cluster {
@@ -170,17 +201,33 @@ impl Cluster {
     pub async fn join(config: &ClusterConfig) -> Result<Cluster, ClusterError> {
         let urls = config.urls.join(",");
         let joined = tokio::time::timeout(config.connect_timeout, async {
-            let client = async_nats::ConnectOptions::new()
+            let mut options = async_nats::ConnectOptions::new()
                 .name(format!("quic-chat {}", config.node_id))
-                .ping_interval(Duration::from_secs(5))
+                .ping_interval(Duration::from_secs(2))
                 .connection_timeout(config.connect_timeout)
                 .request_timeout(Some(Duration::from_secs(6)))
-                .connect(config.urls.as_slice())
-                .await
-                .map_err(|e| ClusterError::Unreachable {
+                // Keep trying for ever: a node fences itself while NATS is
+                // away and serves again when it is back.
+                .max_reconnects(None);
+            if let Some(path) = &config.credentials {
+                options = options.credentials_file(path).await.map_err(|e| {
+                    ClusterError::Nats(format!(
+                        "cannot read the NATS credentials {}: {e}",
+                        path.display()
+                    ))
+                })?;
+            }
+            if let Some(path) = &config.tls_ca {
+                options = options
+                    .add_root_certificates(path.clone())
+                    .require_tls(true);
+            }
+            let client = options.connect(config.urls.as_slice()).await.map_err(|e| {
+                ClusterError::Unreachable {
                     urls: urls.clone(),
                     reason: e.to_string(),
-                })?;
+                }
+            })?;
             let server_version = client.server_info().version;
             if !version_is_supported(&server_version) {
                 return Err(ClusterError::TooOld {
@@ -188,12 +235,21 @@ impl Cluster {
                 });
             }
             let lease = NodeLease::take(client.clone(), config).await?;
-            let names = Names::open(client.clone(), config, &lease).await?;
+            let names = Names::open(client.clone(), config).await?;
+            let epoch = next_epoch(client.clone(), config).await?;
+            let stop = CancellationToken::new();
+            let roster =
+                Roster::watch(names.bucket().clone(), lease.bucket().clone(), stop.clone());
             Ok(Cluster {
                 client,
                 lease,
                 names,
+                roster,
                 server_version,
+                node: config.node_id.clone(),
+                prefix: config.prefix.clone(),
+                epoch,
+                stop,
             })
         })
         .await;
@@ -218,6 +274,28 @@ impl Cluster {
         &self.names
     }
 
+    /// Who is online on the other nodes.
+    pub fn roster(&self) -> &Roster {
+        &self.roster
+    }
+
+    /// This run's number in the whole cluster: 1 for the first node run
+    /// ever, one more for every run of any node after (the prefix of the
+    /// node's message ids, so they are unique across nodes and restarts).
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &NodeId {
+        &self.node
+    }
+
+    /// The NATS client's counters (messages and bytes in and out).
+    pub fn statistics(&self) -> Arc<async_nats::Statistics> {
+        self.client.statistics()
+    }
+
     /// The time of one round trip to NATS now.
     pub async fn round_trip(&self) -> Result<Duration, ClusterError> {
         let start = std::time::Instant::now();
@@ -230,32 +308,114 @@ impl Cluster {
 
     /// Leave the cluster: release the lease (so the id is free at once) and
     /// close the connection.
-    pub async fn leave(self) {
+    pub async fn leave(&self) {
+        self.stop.cancel();
         self.lease.release().await;
-        let _ = self.client.drain().await;
+        let _ = self.client.flush().await;
     }
 }
 
-/// The key-value bucket `name`, created (one history entry, on disk, keys
-/// living `max_age`, zero for ever) if it does not exist yet.
+/// The key of the cluster's run counter in `<prefix>_ids`.
+const EPOCH_KEY: &str = "epoch";
+
+/// The largest run number (message ids give it 24 bits).
+const MAX_EPOCH: u32 = (1 << 24) - 1;
+
+/// Count this run in the cluster's run counter, by compare-and-set.
+async fn next_epoch(
+    client: async_nats::Client,
+    config: &ClusterConfig,
+) -> Result<u32, ClusterError> {
+    use async_nats::jetstream::kv;
+    let bucket = open_bucket(
+        client,
+        BucketSpec {
+            name: format!("{}_ids", config.prefix),
+            description: "quic-chat run counter",
+            max_age: Duration::ZERO,
+            limit_markers: None,
+            replicas: config.replicas,
+        },
+    )
+    .await?;
+    let nats =
+        |e: &dyn std::fmt::Display| ClusterError::Nats(format!("cannot count this run: {e}"));
+    for _ in 0..32 {
+        let entry = bucket.entry(EPOCH_KEY).await.map_err(|e| nats(&e))?;
+        let written = match entry.filter(|entry| entry.operation == kv::Operation::Put) {
+            None => bucket
+                .create(EPOCH_KEY, "1".into())
+                .await
+                .map(|_| 1)
+                .map_err(|e| {
+                    (
+                        e.kind() == kv::CreateErrorKind::AlreadyExists,
+                        e.to_string(),
+                    )
+                }),
+            Some(entry) => {
+                let last: u32 = std::str::from_utf8(&entry.value)
+                    .ok()
+                    .and_then(|text| text.parse().ok())
+                    .ok_or_else(|| nats(&"the counter is not a number"))?;
+                let next = last + 1;
+                if next > MAX_EPOCH {
+                    return Err(nats(&"the counter is exhausted"));
+                }
+                bucket
+                    .update(EPOCH_KEY, next.to_string().into(), entry.revision)
+                    .await
+                    .map(|_| next)
+                    .map_err(|e| {
+                        (
+                            e.kind() == kv::UpdateErrorKind::WrongLastRevision,
+                            e.to_string(),
+                        )
+                    })
+            }
+        };
+        match written {
+            Ok(epoch) => return Ok(epoch),
+            Err((true, _)) => continue,
+            Err((false, e)) => return Err(nats(&e)),
+        }
+    }
+    Err(nats(&"the counter kept changing"))
+}
+
+/// How a key-value bucket is made when it does not exist yet.
+struct BucketSpec {
+    name: String,
+    description: &'static str,
+    /// How long a key lives; zero for ever.
+    max_age: Duration,
+    /// Whether (and how long) markers of keys that `max_age` removed are
+    /// kept, so watchers see the removal.
+    limit_markers: Option<Duration>,
+    /// Copies of the bucket in a NATS cluster.
+    replicas: usize,
+}
+
+/// The key-value bucket of `spec`, created (one history entry, on disk) if
+/// it does not exist yet.
 async fn open_bucket(
     client: async_nats::Client,
-    name: String,
-    description: &str,
-    max_age: Duration,
+    spec: BucketSpec,
 ) -> Result<async_nats::jetstream::kv::Store, ClusterError> {
     use async_nats::jetstream::{self, kv};
     let js = jetstream::new(client);
-    if let Ok(bucket) = js.get_key_value(name.as_str()).await {
+    if let Ok(bucket) = js.get_key_value(spec.name.as_str()).await {
         return Ok(bucket);
     }
+    let name = spec.name.clone();
     js.create_key_value(kv::Config {
-        bucket: name.clone(),
-        description: description.to_owned(),
+        bucket: spec.name,
+        description: spec.description.to_owned(),
         history: 1,
-        max_age,
+        max_age: spec.max_age,
         storage: jetstream::stream::StorageType::File,
-        num_replicas: 1,
+        num_replicas: spec.replicas,
+        limit_markers: spec.limit_markers,
         ..Default::default()
     })
     .await

@@ -1,19 +1,21 @@
 //! Names unique in the whole cluster: one key per claimed name in the
-//! `<prefix>_names` key-value bucket, whose value names the holder as
-//! `<node id> <incarnation>`. A claim is a create-only write, so of any
-//! number of nodes claiming one free name at once exactly one succeeds. A
-//! claim whose holder has no live lease (`lease.rs`: its node died, or this
-//! is an earlier run of the same id) is stale and is taken over with a
-//! compare-and-set on its revision, so two nodes taking over one stale claim
-//! cannot both win. A release deletes the key only at the claim's own
+//! `<prefix>_names` key-value bucket, whose value names the holder and the
+//! name as registered: `<node id> <incarnation> <Name>`. A claim is a
+//! create-only write, so of any number of nodes claiming one free name at
+//! once exactly one succeeds. A claim whose holder has no live lease
+//! (`lease.rs`: its node died, or this is an earlier run of the same id) is
+//! stale and is taken over with a compare-and-set on its revision, so two
+//! nodes taking over one stale claim cannot both win; so is this node's own
+//! (the caller already decided locally that the new connection may hold
+//! it). A claim of another live node is [`ClaimError::Taken`], with the
+//! revision the caller may take over at once the holder let go
+//! ([`Names::take_over`]). A release deletes the key only at the claim's own
 //! revision, never a later holder's.
-//!
-//! Not yet used by the server's Hello (docs/CLUSTER.md, "Missing").
 
 use async_nats::jetstream::kv;
 
 use super::lease::NodeLease;
-use super::{ClusterConfig, ClusterError, NodeId};
+use super::{ClusterConfig, ClusterError};
 use crate::protocol::NameKey;
 
 /// How often a claim retries when the key changed under it.
@@ -23,8 +25,7 @@ const CLAIM_ATTEMPTS: usize = 4;
 #[derive(Debug, Clone)]
 pub struct Names {
     bucket: kv::Store,
-    node: NodeId,
-    incarnation: u64,
+    node: super::NodeId,
 }
 
 /// A name this node holds.
@@ -44,6 +45,8 @@ pub enum ClaimError {
     Taken {
         /// The holder's node id, as its claim says.
         node: String,
+        /// The claim's revision, for [`Names::take_over`].
+        revision: u64,
     },
     /// NATS did not do what was asked (unreachable, or the claim kept
     /// changing under this node).
@@ -51,47 +54,84 @@ pub enum ClaimError {
     Unavailable(String),
 }
 
+/// Who holds a claim, as its value says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    /// The holder's node id.
+    pub node: String,
+    /// The holder's run.
+    pub incarnation: u64,
+    /// The name as registered (original letter case).
+    pub name: String,
+}
+
 /// The bucket key of a name: its lowercased form with `.` written as `=`
-/// (a key may not start or end with `.`; `=` is in no username).
+/// (a key may not start or end with `.`; `=` is in no username). Also the
+/// last token of the name's delivery subject.
 pub fn name_key(name: &NameKey) -> String {
     name.as_str().replace('.', "=")
 }
 
 /// A claim's holder, from its value; `None` for bytes no node writes.
-fn holder(value: &[u8]) -> Option<(&str, u64)> {
+pub(crate) fn holder(value: &[u8]) -> Option<Holder> {
     let text = std::str::from_utf8(value).ok()?;
-    let (node, incarnation) = text.split_once(' ')?;
-    Some((node, incarnation.parse().ok()?))
+    let mut parts = text.splitn(3, ' ');
+    let node = parts.next()?;
+    let incarnation = parts.next()?.parse().ok()?;
+    let name = parts.next()?;
+    NameKey::new(name).ok()?;
+    Some(Holder {
+        node: node.to_owned(),
+        incarnation,
+        name: name.to_owned(),
+    })
 }
 
 impl Names {
-    /// Open (or create) the names bucket for `lease`'s node.
+    /// Open (or create) the names bucket.
     pub(crate) async fn open(
         client: async_nats::Client,
         config: &ClusterConfig,
-        lease: &NodeLease,
     ) -> Result<Names, ClusterError> {
         let bucket = super::open_bucket(
             client,
-            format!("{}_names", config.prefix),
-            "quic-chat name claims",
-            std::time::Duration::ZERO,
+            super::BucketSpec {
+                name: format!("{}_names", config.prefix),
+                description: "quic-chat name claims",
+                max_age: std::time::Duration::ZERO,
+                limit_markers: None,
+                replicas: config.replicas,
+            },
         )
         .await?;
         Ok(Names {
             bucket,
             node: config.node_id.clone(),
-            incarnation: lease.incarnation(),
         })
     }
 
-    /// Claim `name` for this node; `lease` tells which holders are live.
-    pub async fn claim(&self, name: &NameKey, lease: &NodeLease) -> Result<Claim, ClaimError> {
+    /// The bucket (for the roster's watch).
+    pub(crate) fn bucket(&self) -> &kv::Store {
+        &self.bucket
+    }
+
+    fn value(&self, display: &str, lease: &NodeLease) -> bytes::Bytes {
+        format!("{} {} {display}", self.node, lease.incarnation()).into()
+    }
+
+    /// Claim `name` (registered as `display`) for this node; `lease` tells
+    /// which holders are live.
+    pub async fn claim(
+        &self,
+        name: &NameKey,
+        display: &str,
+        lease: &NodeLease,
+    ) -> Result<Claim, ClaimError> {
         let key = name_key(name);
-        let ours = format!("{} {}", self.node, self.incarnation);
         let unavailable = |e: &dyn std::fmt::Display| ClaimError::Unavailable(e.to_string());
         for _ in 0..CLAIM_ATTEMPTS {
-            match self.bucket.create(key.as_str(), ours.clone().into()).await {
+            let ours = self.value(display, lease);
+            match self.bucket.create(key.as_str(), ours.clone()).await {
                 Ok(revision) => return Ok(Claim { key, revision }),
                 Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
                 Err(e) => return Err(unavailable(&e)),
@@ -105,32 +145,55 @@ impl Names {
                 continue;
             };
             if entry.operation == kv::Operation::Put {
-                if let Some((node, incarnation)) = holder(&entry.value) {
-                    let live = lease
-                        .is_live(node, incarnation)
-                        .await
-                        .map_err(|e| unavailable(&e))?;
+                if let Some(holder) = holder(&entry.value) {
+                    let own = holder.node == self.node.as_str();
+                    let live = !own
+                        && lease
+                            .is_live(&holder.node, holder.incarnation)
+                            .await
+                            .map_err(|e| unavailable(&e))?;
                     if live {
                         return Err(ClaimError::Taken {
-                            node: node.to_owned(),
+                            node: holder.node,
+                            revision: entry.revision,
                         });
                     }
                 }
             }
-            // Stale (or unreadable): take it over, unless it changed since.
-            match self
-                .bucket
-                .update(key.as_str(), ours.clone().into(), entry.revision)
-                .await
-            {
-                Ok(revision) => return Ok(Claim { key, revision }),
-                Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {}
-                Err(e) => return Err(unavailable(&e)),
+            // Stale, ours, or unreadable: take it over, unless it changed since.
+            match self.take_over(name, display, lease, entry.revision).await {
+                Ok(claim) => return Ok(claim),
+                Err(TakeOverError::Changed) => {}
+                Err(TakeOverError::Unavailable(e)) => return Err(ClaimError::Unavailable(e)),
             }
         }
         Err(ClaimError::Unavailable(
             "the claim kept changing under this node".to_owned(),
         ))
+    }
+
+    /// Take `name` over from the claim at `revision` (a holder that let it
+    /// go, or a stale one); fails with [`TakeOverError::Changed`] if the
+    /// claim is no longer that one.
+    pub async fn take_over(
+        &self,
+        name: &NameKey,
+        display: &str,
+        lease: &NodeLease,
+        revision: u64,
+    ) -> Result<Claim, TakeOverError> {
+        let key = name_key(name);
+        match self
+            .bucket
+            .update(key.as_str(), self.value(display, lease), revision)
+            .await
+        {
+            Ok(revision) => Ok(Claim { key, revision }),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                Err(TakeOverError::Changed)
+            }
+            Err(e) => Err(TakeOverError::Unavailable(e.to_string())),
+        }
     }
 
     /// Give `claim` up (if it is still this node's).
@@ -147,8 +210,8 @@ impl Names {
         }
     }
 
-    /// Who holds `name` now, by its claim (live or not): (node, incarnation).
-    pub async fn holder_of(&self, name: &NameKey) -> Result<Option<(String, u64)>, ClaimError> {
+    /// Who holds `name` now, by its claim (live or not).
+    pub async fn holder_of(&self, name: &NameKey) -> Result<Option<Holder>, ClaimError> {
         let entry = self
             .bucket
             .entry(name_key(name))
@@ -156,8 +219,19 @@ impl Names {
             .map_err(|e| ClaimError::Unavailable(e.to_string()))?;
         Ok(entry
             .filter(|entry| entry.operation == kv::Operation::Put)
-            .and_then(|entry| holder(&entry.value).map(|(n, i)| (n.to_owned(), i))))
+            .and_then(|entry| holder(&entry.value)))
     }
+}
+
+/// Why a take-over failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TakeOverError {
+    /// The claim changed since it was read: read it again.
+    #[error("the claim changed")]
+    Changed,
+    /// NATS did not answer.
+    #[error("cannot take the name over: {0}")]
+    Unavailable(String),
 }
 
 #[cfg(test)]
@@ -169,8 +243,22 @@ mod tests {
         let key = |name: &str| name_key(&NameKey::new(name).unwrap());
         assert_eq!(key("Alice"), "alice");
         assert_eq!(key(".dot.name-x_y"), "=dot=name-x_y");
-        assert_eq!(holder(b"n1 42"), Some(("n1", 42)));
-        for bad in [&b"n1"[..], b"n1 x", b"", b"\xff 1", b"n1 -1"] {
+        assert_eq!(
+            holder(b"n1 42 Alice"),
+            Some(Holder {
+                node: "n1".into(),
+                incarnation: 42,
+                name: "Alice".into()
+            })
+        );
+        for bad in [
+            &b"n1 42"[..],
+            b"n1 x Alice",
+            b"",
+            b"\xff 1 a",
+            b"n1 -1 a",
+            b"n1 1 a b",
+        ] {
             assert_eq!(holder(bad), None, "{bad:?}");
         }
     }

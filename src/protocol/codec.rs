@@ -214,6 +214,36 @@ pub fn encode_deliver_header(
     encode(&(DELIVER, id, from, sent_at_ms, body_len as u64))
 }
 
+/// A `Push::Deliver` frame's fields, borrowed from its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeliverRef<'a> {
+    /// The message id.
+    pub id: u64,
+    /// The sender's name.
+    pub from: &'a str,
+    /// The server's clock when it accepted the message, Unix milliseconds.
+    pub sent_at_ms: u64,
+    /// The message text.
+    pub body: &'a str,
+}
+
+/// Decode exactly one `Push::Deliver` frame from all of `bytes`, without
+/// copying its strings (a node checks a frame another node built).
+pub fn decode_deliver(bytes: &[u8]) -> Result<DeliverRef<'_>, CodecError> {
+    const DELIVER: u32 = 0;
+    let (variant, id, from, sent_at_ms, body): (u32, u64, &str, u64, &str) =
+        decode_borrowed(bytes)?;
+    if variant != DELIVER {
+        return Err(CodecError::Malformed("not a Deliver frame".to_owned()));
+    }
+    Ok(DeliverRef {
+        id,
+        from,
+        sent_at_ms,
+        body,
+    })
+}
+
 /// Write a frame given as consecutive parts (without copying them), and finish the stream.
 pub async fn write_parts(
     send: &mut quinn::SendStream,
@@ -230,6 +260,32 @@ pub async fn write_parts(
 mod tests {
     use super::*;
     use crate::protocol::{Push, RefuseReason, Reply, Request, Status};
+
+    #[test]
+    fn deliver_frames_decode_borrowed_and_other_pushes_do_not() {
+        let deliver = Push::Deliver {
+            id: 7,
+            from: "alice".into(),
+            sent_at_ms: 1_700_000_000_000,
+            body: "hi é".into(),
+        };
+        let bytes = encode(&deliver).unwrap();
+        let parts = decode_deliver(&bytes).unwrap();
+        assert_eq!(
+            (parts.id, parts.from, parts.sent_at_ms, parts.body),
+            (7, "alice", 1_700_000_000_000, "hi é")
+        );
+        let receipt = encode(&Push::Receipt {
+            id: 7,
+            status: Status::Delivered,
+        })
+        .unwrap();
+        assert!(decode_deliver(&receipt).is_err());
+        assert!(decode_deliver(&bytes[..bytes.len() - 1]).is_err());
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode_deliver(&longer).is_err());
+    }
 
     #[test]
     fn hello_matches_the_contract_bytes() {

@@ -412,6 +412,22 @@ impl Operator {
         }
     }
 
+    /// This node's part in its cluster, if it is in one.
+    pub(crate) fn remote(&self) -> Option<&std::sync::Arc<super::remote::Remote>> {
+        self.presence.remote()
+    }
+
+    /// How many users are connected to this server.
+    pub(crate) fn connected_here(&self) -> usize {
+        self.presence.connected_here()
+    }
+
+    /// Disconnect `key` from this server (REPLACED, so its client does not
+    /// come straight back); false if it is not connected here.
+    pub(crate) fn kick_here(&self, key: NameKey) -> bool {
+        super::remote::kick_local(self.presence.local_registry(), key, super::remote::KICKED)
+    }
+
     /// Whether `key` is online now.
     pub(crate) fn is_online(&self, key: &NameKey) -> bool {
         self.presence.connected(key).is_some()

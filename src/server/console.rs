@@ -30,13 +30,17 @@ pub(crate) enum ConsoleCommand {
     RemoveDevice(NameKey, Fingerprint),
     /// Delete an account.
     Delete(NameKey),
+    /// Show the cluster: nodes, this node's lease, the NATS round trip.
+    Cluster,
+    /// Disconnect a user wherever in the cluster it is.
+    Kick(NameKey),
     /// A line that is none of these, with what is wrong with it.
     Invalid(String),
 }
 
 /// The console's commands, as `help` lists them.
 const HELP: &str = "commands: accounts | account NAME | account add NAME SHA256:... | \
-account remove-device NAME SHA256:... | account delete NAME | EXIT";
+account remove-device NAME SHA256:... | account delete NAME | cluster | cluster kick NAME | EXIT";
 
 /// Parse one console line.
 pub(crate) fn parse(line: &str) -> ConsoleCommand {
@@ -62,6 +66,8 @@ pub(crate) fn parse(line: &str) -> ConsoleCommand {
             Err(format!("wrong number of words; {HELP}"))
         }
         ["account", who] => name(who).map(ConsoleCommand::Account),
+        ["cluster"] => Ok(ConsoleCommand::Cluster),
+        ["cluster", "kick", who] => name(who).map(ConsoleCommand::Kick),
         _ => Err(format!("unknown command; {HELP}")),
     };
     parsed.unwrap_or_else(ConsoleCommand::Invalid)
@@ -168,6 +174,25 @@ pub(crate) async fn execute(
             Ok(None) => writeln!(out, "error: no account named {}", key.as_str()),
             Err(e) => writeln!(out, "error: {e}"),
         },
+        ConsoleCommand::Cluster => match operator.remote() {
+            None => writeln!(out, "not in a cluster (start with --cluster)"),
+            Some(remote) => {
+                for line in remote.status_lines(operator.connected_here()).await {
+                    writeln!(out, "{line}")?;
+                }
+                Ok(())
+            }
+        },
+        ConsoleCommand::Kick(key) => {
+            let line = match operator.remote() {
+                Some(remote) => remote.kick(key).await,
+                None => match operator.kick_here(key) {
+                    true => format!("disconnected {}", key.as_str()),
+                    false => format!("{} is not online", key.as_str()),
+                },
+            };
+            writeln!(out, "{line}")
+        }
     }
 }
 

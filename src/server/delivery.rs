@@ -51,6 +51,20 @@ impl DeliveryOutcome {
         DeliveryOutcome::Oversized,
     ];
 
+    /// The outcome as one byte (its place in [`DeliveryOutcome::ALL`]), as a
+    /// node answers another's delivery request.
+    pub(crate) fn to_byte(self) -> u8 {
+        DeliveryOutcome::ALL
+            .iter()
+            .position(|outcome| *outcome == self)
+            .unwrap_or(0) as u8
+    }
+
+    /// The outcome a node answered; `None` for a byte no node sends.
+    pub(crate) fn from_byte(byte: u8) -> Option<DeliveryOutcome> {
+        DeliveryOutcome::ALL.get(usize::from(byte)).copied()
+    }
+
     /// The outcome's name in `snake_case`, as the metrics label it.
     pub(crate) const fn name(self) -> &'static str {
         match self {
@@ -64,25 +78,15 @@ impl DeliveryOutcome {
     }
 }
 
-/// Send `envelope` on a new stream of `connection`, within `deadline`; an
-/// acknowledged one's time from opening the stream goes into `latency`.
+/// Send `frame` (a whole `Deliver` frame, in parts) on a new stream of
+/// `connection`, within `deadline`; an acknowledged one's time from opening
+/// the stream goes into `latency`.
 pub(crate) async fn send_within(
     connection: &quinn::Connection,
-    envelope: Envelope<'_>,
+    frame: [Bytes; 2],
     deadline: Duration,
     latency: &LatencyHistogram,
 ) -> DeliveryOutcome {
-    // The body goes out as the very bytes it arrived in; only the header is new.
-    let header = match codec::encode_deliver_header(
-        envelope.id,
-        envelope.from,
-        envelope.sent_at_ms,
-        envelope.body.len(),
-    ) {
-        Ok(header) => Bytes::from(header),
-        Err(_) => return DeliveryOutcome::Oversized,
-    };
-    let frame = [header, envelope.body];
     let opened = Instant::now();
     let outcome = tokio::time::timeout(deadline, send_on_new_stream(connection, frame))
         .await

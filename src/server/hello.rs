@@ -12,7 +12,8 @@ use super::accounts::{self, Admitted as Account, Principal};
 use super::admission::ConnectionSlot;
 use super::mailbox::Mailbox;
 use super::metrics::{Metrics, OpenConnection};
-use super::registry::{ClaimError, Registration};
+use super::presence::Registration;
+use super::registry::ClaimError;
 use super::state::State;
 use crate::protocol::codec::{decode_request, read_frame_bytes, write_reply};
 use crate::protocol::{
@@ -52,6 +53,8 @@ enum Refusal {
     NameTaken(String),
     /// The server holds as many users as it allows.
     ServerFull,
+    /// The cluster could not confirm the name now.
+    ClusterUnavailable,
     /// The accounts refuse the name to this connection.
     Account {
         name: String,
@@ -74,6 +77,11 @@ impl Refusal {
             Refusal::ServerFull => (
                 RefuseReason::ServerFull,
                 "the server is full; try again later".to_owned(),
+            ),
+            Refusal::ClusterUnavailable => (
+                RefuseReason::ServerFull,
+                "the server cannot reach its cluster to confirm the name; try again later"
+                    .to_owned(),
             ),
             Refusal::Account { name, refusal } => match refusal {
                 accounts::Refusal::KeyMismatch(detail) => (RefuseReason::KeyMismatch, detail.clone()),
@@ -219,6 +227,11 @@ pub(crate) async fn admit(
         }
         Err(ClaimError::Full) => {
             refuse(&connection, send, version, Refusal::ServerFull, metrics).await;
+            return None;
+        }
+        Err(ClaimError::Unavailable) => {
+            let refusal = Refusal::ClusterUnavailable;
+            refuse(&connection, send, version, refusal, metrics).await;
             return None;
         }
     };

@@ -44,6 +44,8 @@ pub(crate) struct Mailbox {
     /// Rung when a message was stored for this account after its drain
     /// ended (a Send that found it offline, committed as it connected).
     mail_bell: tokio::sync::Notify,
+    /// Rung (for every waiter) when the mailbox goes live.
+    live_bell: tokio::sync::Notify,
 }
 
 /// Sends stored behind a draining backlog: how many are being stored now,
@@ -93,6 +95,7 @@ impl Mailbox {
             stored: tokio::sync::Notify::new(),
             notice_bell: tokio::sync::Notify::new(),
             mail_bell: tokio::sync::Notify::new(),
+            live_bell: tokio::sync::Notify::new(),
         }
     }
 
@@ -155,6 +158,7 @@ impl Mailbox {
             if count.pending == 0 {
                 if count.finished == mark.finished {
                     self.draining.store(false, Ordering::Release);
+                    self.live_bell.notify_waiters();
                     return true;
                 }
                 return false;
@@ -169,6 +173,7 @@ impl Mailbox {
     pub(crate) fn force_live(&self) {
         let _count = self.drain.lock().unwrap_or_else(|e| e.into_inner());
         self.draining.store(false, Ordering::Release);
+        self.live_bell.notify_waiters();
     }
 
     /// Remember that this connection refused (or lost) the message `id`.
@@ -201,20 +206,61 @@ impl Mailbox {
         deadline: Duration,
         metrics: &DeliveryMetrics,
     ) -> DeliveryOutcome {
-        let outcome = self.try_deliver(envelope, deadline, metrics).await;
+        let bound = codec::deliver_frame_len_bound(envelope.from.len(), envelope.body.len());
+        let outcome = match delivery::frame(envelope) {
+            Some(frame) => self.try_deliver(bound, frame, deadline, metrics).await,
+            None => DeliveryOutcome::Oversized,
+        };
         metrics.ended(outcome);
         outcome
     }
 
+    /// Deliver `frame`, a whole `Deliver` frame another node built, as
+    /// [`Mailbox::deliver`] does; while the stored backlog drains, it waits
+    /// (within `deadline`) until the mailbox is live, so it never overtakes
+    /// stored mail.
+    pub(crate) async fn deliver_frame(
+        &self,
+        frame: bytes::Bytes,
+        deadline: Duration,
+        metrics: &DeliveryMetrics,
+    ) -> DeliveryOutcome {
+        let started = tokio::time::Instant::now();
+        let outcome = match tokio::time::timeout(deadline, self.until_live()).await {
+            Ok(()) => {
+                let left = deadline.saturating_sub(started.elapsed());
+                let cost = frame.len();
+                self.try_deliver(cost, [frame, bytes::Bytes::new()], left, metrics)
+                    .await
+            }
+            Err(_) => DeliveryOutcome::TimedOut,
+        };
+        metrics.ended(outcome);
+        outcome
+    }
+
+    /// Wait until the mailbox is live (at once if it is).
+    async fn until_live(&self) {
+        loop {
+            let live = self.live_bell.notified();
+            tokio::pin!(live);
+            live.as_mut().enable();
+            if !self.draining.load(Ordering::Acquire) || self.backlog.is_closed() {
+                return;
+            }
+            live.await;
+        }
+    }
+
     async fn try_deliver(
         &self,
-        envelope: Envelope<'_>,
+        frame_bound: usize,
+        frame: [bytes::Bytes; 2],
         deadline: Duration,
         metrics: &DeliveryMetrics,
     ) -> DeliveryOutcome {
         // Charge the backlog first, so a busy recipient costs nothing more.
-        let bound = codec::deliver_frame_len_bound(envelope.from.len(), envelope.body.len());
-        let cost = u32::try_from(bound + DELIVERY_OVERHEAD_BYTES).unwrap_or(u32::MAX);
+        let cost = u32::try_from(frame_bound + DELIVERY_OVERHEAD_BYTES).unwrap_or(u32::MAX);
         let _permit = match self.backlog.try_acquire_many(cost) {
             Ok(permit) => permit,
             Err(TryAcquireError::NoPermits) => return DeliveryOutcome::Busy,
@@ -222,7 +268,7 @@ impl Mailbox {
             Err(TryAcquireError::Closed) => return DeliveryOutcome::Lost,
         };
         let outcome =
-            delivery::send_within(&self.connection, envelope, deadline, &metrics.latency).await;
+            delivery::send_within(&self.connection, frame, deadline, &metrics.latency).await;
         if outcome == DeliveryOutcome::TimedOut {
             self.close_too_slow();
         }
@@ -239,6 +285,7 @@ impl Mailbox {
     /// The user left: sends still waiting to be charged fail over at once.
     pub(crate) fn close(&self) {
         self.backlog.close();
+        self.live_bell.notify_waiters();
     }
 
     /// Whether this is an account's connection (not a guest's).

@@ -15,6 +15,7 @@ mod notices;
 mod presence;
 mod rate;
 mod registry;
+mod remote;
 mod router;
 mod session;
 mod state;
@@ -68,6 +69,9 @@ pub enum ServerError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The cluster could not be joined.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// The metrics listener (TCP) could not be bound.
     #[error("cannot serve metrics on {addr}")]
     MetricsBind {
@@ -94,7 +98,29 @@ impl Server {
     pub fn bind(config: ServerConfig) -> Result<Server, ServerError> {
         // First, so that a second server on the same data fails before anything else.
         let store = crate::store::Store::open(&config.accounts.data_dir)?;
-        let id_prefix = store.boot_epoch();
+        Self::assemble(config, store, None)
+    }
+
+    /// As [`Server::bind`], as a node of the cluster `cluster` joins (after
+    /// the database is open, before anything is served).
+    pub async fn bind_clustered(
+        config: ServerConfig,
+        cluster: &crate::cluster::ClusterConfig,
+    ) -> Result<Server, ServerError> {
+        let store = crate::store::Store::open(&config.accounts.data_dir)?;
+        let cluster = Arc::new(crate::cluster::Cluster::join(cluster).await?);
+        Self::assemble(config, store, Some(cluster))
+    }
+
+    fn assemble(
+        config: ServerConfig,
+        store: crate::store::Store,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
+    ) -> Result<Server, ServerError> {
+        // In a cluster, ids carry the cluster-wide run number instead.
+        let id_prefix = cluster
+            .as_ref()
+            .map_or(store.boot_epoch(), |cluster| cluster.epoch());
         debug!(path = %store.path().display(), boot = id_prefix, "database open");
         let identity = ServerIdentity::obtain(&config.cert)?;
         let ca_path = identity.ca_path.clone();
@@ -170,6 +196,7 @@ impl Server {
             id_prefix,
             SERVER_SOFTWARE.to_owned(),
             metrics,
+            cluster,
         ));
         Ok(Server {
             endpoint,
@@ -213,6 +240,11 @@ impl Server {
             .operator(self.state.presence.clone(), self.state.mail.clone())
     }
 
+    /// The cluster this server is a node of, if any.
+    pub fn cluster(&self) -> Option<&Arc<crate::cluster::Cluster>> {
+        self.state.presence.remote().map(|remote| remote.cluster())
+    }
+
     /// The CA certificate clients need, when the server made its own CA.
     pub fn ca_path(&self) -> Option<&Path> {
         self.ca_path.as_deref()
@@ -237,6 +269,10 @@ impl Server {
                 mail,
                 background.clone(),
             ));
+        }
+        if let Some(remote) = self.state.presence.remote() {
+            tracker.spawn(Arc::clone(remote).serve_control(background.clone()));
+            tracker.spawn(Arc::clone(remote).fence(background.clone()));
         }
         loop {
             tokio::select! {
@@ -280,6 +316,11 @@ impl Server {
             .is_err()
         {
             debug!("endpoint not idle after the grace period");
+        }
+        if let Some(remote) = self.state.presence.remote() {
+            // The lease goes last: once it is gone every claim of this run
+            // is stale, whether or not its release reached NATS.
+            remote.cluster().leave().await;
         }
         info!("server stopped");
     }

@@ -17,6 +17,10 @@ pub(crate) enum ClaimError {
     /// As many users are registered as the server allows.
     #[error("the server is full")]
     Full,
+    /// The cluster could not confirm the name (NATS is out of reach, or the
+    /// node holding it does not answer).
+    #[error("the cluster cannot confirm the name now")]
+    Unavailable,
 }
 
 type Map = HashMap<NameKey, Arc<Mailbox>>;
@@ -72,6 +76,16 @@ impl Registry {
     /// The online user with this name, if any.
     pub(crate) fn lookup(&self, key: &NameKey) -> Option<Arc<Mailbox>> {
         self.read().get(key).cloned()
+    }
+
+    /// Every online user's mailbox, in no particular order.
+    pub(crate) fn mailboxes(&self) -> Vec<Arc<Mailbox>> {
+        self.read().values().cloned().collect()
+    }
+
+    /// How many users are online.
+    pub(crate) fn len(&self) -> usize {
+        self.read().len()
     }
 
     /// Every online name with its key, in no particular order.

@@ -87,25 +87,20 @@ pub(crate) async fn route_send(
         .map(|mail| (mail, from.account));
     let mailbox = match state.presence.locate(&key) {
         Route::Local(mailbox) => mailbox,
-        Route::Unknown => {
-            return match mail {
-                // The store answers NotConnected for a name with no account.
-                Some((mail, sender)) => {
-                    let status = mail
-                        .store(key, &envelope, sender, from.reply_to.as_ref())
-                        .await;
-                    // The recipient may have connected, and finished its
-                    // drain, while this was committed: have it drain again.
-                    if status == Status::Queued {
-                        if let Some(mailbox) = state.presence.connected(&key) {
-                            mailbox.ring_mail();
-                        }
-                    }
-                    (id, status)
-                }
-                None => (id, Status::NotConnected),
+        Route::Elsewhere(remote) => {
+            let remote_envelope = Envelope {
+                id,
+                from: &from.name,
+                sent_at_ms,
+                body: envelope.body.clone(),
             };
+            if let Some(outcome) = remote.deliver(&key, remote_envelope).await {
+                return (id, status_of(outcome));
+            }
+            // Online nowhere in the cluster.
+            return (id, store_offline(state, mail, key, &envelope, from).await);
         }
+        Route::Unknown => return (id, store_offline(state, mail, key, &envelope, from).await),
     };
     if let Some((mail, sender)) = mail {
         if mailbox.is_account() {
@@ -149,6 +144,32 @@ pub(crate) async fn route_send(
         }
         (outcome, _) => (id, status_of(outcome)),
     }
+}
+
+/// A Send to a name online nowhere: stored for an account if the server
+/// keeps mail for this sender (the store answers NotConnected for a name
+/// with no account), else NotConnected.
+async fn store_offline(
+    state: &State,
+    mail: Option<(&super::stored::Mail, Option<NameKey>)>,
+    key: NameKey,
+    envelope: &Envelope<'_>,
+    from: &Sender,
+) -> Status {
+    let Some((mail, sender)) = mail else {
+        return Status::NotConnected;
+    };
+    let status = mail
+        .store(key, envelope, sender, from.reply_to.as_ref())
+        .await;
+    // The recipient may have connected, and finished its drain, while this
+    // was committed: have it drain again.
+    if status == Status::Queued {
+        if let Some(mailbox) = state.presence.connected(&key) {
+            mailbox.ring_mail();
+        }
+    }
+    status
 }
 
 /// What a sender is told about a live delivery that was not stored instead.

@@ -9,6 +9,8 @@ use super::config::Limits;
 use super::ids::MessageIds;
 use super::metrics::Metrics;
 use super::presence::Presence;
+use super::registry::Registry;
+use super::remote::Remote;
 use super::stored::Mail;
 
 /// The server's shared state.
@@ -31,8 +33,9 @@ pub(crate) struct State {
 }
 
 impl State {
-    /// The state of a single server with these limits and accounts, whose
-    /// message ids start with `id_prefix` (distinct for every run).
+    /// The state of a server with these limits and accounts, whose message
+    /// ids start with `id_prefix` (distinct for every run, and in a cluster
+    /// for every node), in `cluster` if it is in one.
     pub(crate) fn new(
         limits: Limits,
         accounts: Accounts,
@@ -40,9 +43,19 @@ impl State {
         id_prefix: u32,
         server_name: String,
         metrics: Arc<Metrics>,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
     ) -> Self {
+        let local = Registry::new(limits.max_connections);
+        let remote = cluster.map(|cluster| {
+            Arc::new(Remote::new(
+                cluster,
+                local.clone(),
+                limits.delivery_timeout,
+                Arc::clone(&metrics),
+            ))
+        });
         State {
-            presence: Presence::local(limits.max_connections),
+            presence: Presence::new(local, remote),
             accounts,
             mail,
             ids: MessageIds::new(id_prefix),

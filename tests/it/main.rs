@@ -6,6 +6,7 @@ mod backpressure;
 mod bench;
 mod cli;
 mod cluster;
+mod cluster_chat;
 mod codec_props;
 mod crash;
 mod faults;

@@ -52,6 +52,9 @@ pub struct TestServer {
     pub metrics: Option<SocketAddr>,
     /// The operator's handle (what the console runs its commands against).
     pub operator: quic_chat::server::Operator,
+    /// The cluster this server is a node of, if it was started as one.
+    pub cluster: Option<Arc<quic_chat::cluster::Cluster>>,
+    cluster_config: Option<quic_chat::cluster::ClusterConfig>,
     limits: Limits,
     accounts_mode: AccountsMode,
     mail: MailConfig,
@@ -147,8 +150,24 @@ impl TestServer {
         );
         let mail = self.mail;
         let metrics = self.metrics.is_some();
+        let cluster = self.cluster_config.clone();
         self.stop().await;
-        Self::spawn(dir, temp_dir, limits, mode, mail, metrics)
+        Self::spawn_in(dir, temp_dir, limits, mode, mail, metrics, cluster).await
+    }
+
+    /// A node of the cluster `cluster` (its own directory, default limits).
+    pub async fn start_node(cluster: quic_chat::cluster::ClusterConfig) -> Self {
+        let temp_dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        Self::spawn_in(
+            temp_dir.path().to_owned(),
+            Some(temp_dir),
+            test_limits(),
+            AccountsMode::Open,
+            MailConfig::default(),
+            false,
+            Some(cluster),
+        )
+        .await
     }
 
     fn spawn(
@@ -159,10 +178,45 @@ impl TestServer {
         mail: MailConfig,
         metrics: bool,
     ) -> Self {
-        let config = ServerConfig {
+        let config = Self::config(&dir, &limits, accounts_mode, mail, metrics);
+        let server = Server::bind(config).expect("server binds");
+        Self::run(server, dir, temp_dir, limits, accounts_mode, mail, None)
+    }
+
+    async fn spawn_in(
+        dir: PathBuf,
+        temp_dir: Option<Arc<tempfile::TempDir>>,
+        limits: Limits,
+        accounts_mode: AccountsMode,
+        mail: MailConfig,
+        metrics: bool,
+        cluster: Option<quic_chat::cluster::ClusterConfig>,
+    ) -> Self {
+        let config = Self::config(&dir, &limits, accounts_mode, mail, metrics);
+        let server = match &cluster {
+            Some(cluster) => within(
+                Duration::from_secs(15),
+                "node joins",
+                Server::bind_clustered(config, cluster),
+            )
+            .await
+            .expect("node joins the cluster"),
+            None => Server::bind(config).expect("server binds"),
+        };
+        Self::run(server, dir, temp_dir, limits, accounts_mode, mail, cluster)
+    }
+
+    fn config(
+        dir: &std::path::Path,
+        limits: &Limits,
+        accounts_mode: AccountsMode,
+        mail: MailConfig,
+        metrics: bool,
+    ) -> ServerConfig {
+        ServerConfig {
             bind: "127.0.0.1:0".parse().unwrap(),
             cert: CertSource::Generated {
-                dir: dir.clone(),
+                dir: dir.to_owned(),
                 names: Vec::new(),
             },
             limits: limits.clone(),
@@ -172,9 +226,20 @@ impl TestServer {
                 ..AccountsConfig::new(dir.join("data"))
             },
             metrics: metrics.then(|| "127.0.0.1:0".parse().unwrap()),
-        };
-        let server = Server::bind(config).expect("server binds");
+        }
+    }
+
+    fn run(
+        server: Server,
+        dir: PathBuf,
+        temp_dir: Option<Arc<tempfile::TempDir>>,
+        limits: Limits,
+        accounts_mode: AccountsMode,
+        mail: MailConfig,
+        cluster_config: Option<quic_chat::cluster::ClusterConfig>,
+    ) -> Self {
         let metrics = server.metrics_addr();
+        let cluster = server.cluster().cloned();
         let addr = server.local_addr();
         let ca = server.ca_path().expect("generated CA").to_owned();
         let admission = server.admission_stats();
@@ -190,6 +255,8 @@ impl TestServer {
             tls,
             metrics,
             operator,
+            cluster,
+            cluster_config,
             limits,
             accounts_mode,
             mail,

@@ -1,0 +1,265 @@
+//! Two and three quic-chat nodes on one real nats-server, in this process:
+//! users on different nodes chat as if they shared one, names are unique in
+//! the whole cluster, lists and counts cover every node, an account signing
+//! in on another node takes its name over (code 5), and a message between
+//! two users of one node sends nothing through NATS.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use quic_chat::cluster::{ClusterConfig, NodeId};
+use quic_chat::protocol::{decode, encode, Push, RefuseReason, Reply, Request, Status};
+
+use crate::harness::nats::NatsServer;
+use crate::harness::v2::{ask, hello_as, DeviceKey, RawClient};
+use crate::harness::{close_code, eventually, within, TestServer, SCENARIO};
+
+const V2: &[u8] = b"quic-chat/2";
+
+fn node_config(nats: &NatsServer, node: &str) -> ClusterConfig {
+    let mut config = ClusterConfig::new(vec![nats.url.clone()], node.parse::<NodeId>().unwrap());
+    config.connect_timeout = Duration::from_secs(5);
+    config
+}
+
+async fn nodes(nats: &NatsServer, ids: &[&str]) -> Vec<TestServer> {
+    let mut nodes = Vec::new();
+    for id in ids {
+        nodes.push(TestServer::start_node(node_config(nats, id)).await);
+    }
+    nodes
+}
+
+/// A v2 guest named `name` on `node`; panics unless it gets a Session.
+async fn guest(node: &TestServer, name: &str) -> (quinn::Connection, u32) {
+    let (connection, reply) = hello_as(&RawClient::new(node, V2, None), node, name).await;
+    match reply {
+        Reply::Session { online, .. } => (connection, online),
+        other => panic!("{name} gets a session, not {other:?}"),
+    }
+}
+
+async fn send(connection: &quinn::Connection, to: &str, body: &str) -> (u64, Status) {
+    let request = Request::Send {
+        to: to.into(),
+        body: body.into(),
+    };
+    match ask(connection, &request).await {
+        Reply::Receipt { id, status } => (id, status),
+        other => panic!("a receipt, not {other:?}"),
+    }
+}
+
+/// The next pushed frame's bytes.
+async fn next_push(connection: &quinn::Connection) -> Vec<u8> {
+    within(SCENARIO, "a push", async {
+        let mut stream = connection.accept_uni().await.expect("a push stream");
+        stream.read_to_end(1 << 20).await.expect("the push")
+    })
+    .await
+}
+
+async fn users(connection: &quinn::Connection) -> Vec<String> {
+    match ask(connection, &Request::ListUsers).await {
+        Reply::Users { names } => names,
+        other => panic!("users, not {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn users_on_two_nodes_chat_as_on_one_and_same_node_messages_skip_nats() {
+    let nats = NatsServer::start();
+    let [n1, n2]: [TestServer; 2] = nodes(&nats, &["n1", "n2"]).await.try_into().ok().unwrap();
+    let (alice, _) = guest(&n1, "Alice").await;
+    let (carol, _) = guest(&n1, "carol").await;
+    let (bob, _) = guest(&n2, "Bob.x-y").await;
+
+    // Across nodes: Delivered, and the Deliver frame is exactly the one a
+    // single node would write.
+    let (id, status) = send(&alice, "bob.X-Y", "hi from n1 é").await;
+    assert_eq!(status, Status::Delivered);
+    let bytes = next_push(&bob).await;
+    let push: Push = decode(&bytes).unwrap();
+    match &push {
+        Push::Deliver {
+            id: got,
+            from,
+            body,
+            ..
+        } => {
+            assert_eq!(
+                (*got, from.as_str(), body.as_str()),
+                (id, "Alice", "hi from n1 é")
+            );
+        }
+        other => panic!("a delivery, not {other:?}"),
+    }
+    assert_eq!(
+        encode(&push).unwrap(),
+        bytes,
+        "byte-identical Deliver frame"
+    );
+    // And back.
+    let (_, status) = send(&bob, "alice", "hi from n2").await;
+    assert_eq!(status, Status::Delivered);
+    assert!(matches!(
+        decode(&next_push(&alice).await).unwrap(),
+        Push::Deliver { .. }
+    ));
+
+    // Same node: nothing goes through NATS. Background traffic (the lease
+    // renewal) can fall in the window; then the window is tried again.
+    let cluster = n1.cluster.as_ref().unwrap();
+    let stats = cluster.statistics();
+    let mut quiet = false;
+    for _ in 0..5 {
+        let (out, revision) = (
+            stats.out_messages.load(Ordering::Relaxed),
+            cluster.lease().state().revision,
+        );
+        for i in 0..50 {
+            let (_, status) = send(&carol, "alice", &format!("local {i}")).await;
+            assert_eq!(status, Status::Delivered);
+            next_push(&alice).await;
+        }
+        if cluster.lease().state().revision == revision {
+            assert_eq!(
+                stats.out_messages.load(Ordering::Relaxed),
+                out,
+                "same-node messages published nothing to NATS"
+            );
+            quiet = true;
+            break;
+        }
+    }
+    assert!(quiet, "a window without lease renewals");
+    // A cross-node message does publish (the counter is live).
+    let out = stats.out_messages.load(Ordering::Relaxed);
+    send(&carol, "bob.x-y", "remote").await;
+    assert!(stats.out_messages.load(Ordering::Relaxed) > out);
+
+    // A name online nowhere: NotConnected at once (no responders), not after a timeout.
+    let started = Instant::now();
+    let (_, status) = send(&alice, "nobody", "hello?").await;
+    let took = started.elapsed();
+    assert_eq!(status, Status::NotConnected);
+    println!("NotConnected for a name online nowhere took {took:?}");
+    assert!(took < Duration::from_millis(500), "{took:?}");
+
+    n1.stop().await;
+    n2.stop().await;
+}
+
+#[tokio::test]
+async fn names_are_unique_across_nodes_and_lists_cover_every_node() {
+    let nats = NatsServer::start();
+    let [n1, n2]: [TestServer; 2] = nodes(&nats, &["n1", "n2"]).await.try_into().ok().unwrap();
+    let (alice, online) = guest(&n1, "alice").await;
+    assert_eq!(online, 1);
+    // The same name in another case, on the other node: taken.
+    let (refused, reply) = hello_as(&RawClient::new(&n2, V2, None), &n2, "ALICE").await;
+    match reply {
+        Reply::Refused { reason, .. } => assert_eq!(reason, RefuseReason::NameTaken),
+        other => panic!("ALICE is taken on n2 too, not {other:?}"),
+    }
+    drop(refused);
+    let (bob, _) = guest(&n2, "bob").await;
+    for connection in [&alice, &bob] {
+        let connection = connection.clone();
+        eventually(SCENARIO, "both nodes list both users", move || {
+            let connection = connection.clone();
+            async move { users(&connection).await == ["alice", "bob"] }
+        })
+        .await;
+    }
+    let (_, online) = guest(&n1, "carol").await;
+    assert_eq!(online, 3, "online counts the whole cluster");
+
+    // alice leaves n1: her name is free on n2 at once (her claim is released).
+    alice.close(0u32.into(), b"bye");
+    let left = Instant::now();
+    let client = RawClient::new(&n2, V2, None);
+    let again = within(SCENARIO, "alice's name freed", async {
+        loop {
+            match hello_as(&client, &n2, "alice").await {
+                (connection, Reply::Session { .. }) => return connection,
+                (
+                    _,
+                    Reply::Refused {
+                        reason: RefuseReason::NameTaken,
+                        ..
+                    },
+                ) => {}
+                (_, other) => panic!("{other:?}"),
+            }
+        }
+    })
+    .await;
+    println!(
+        "a name left on n1 was free on n2 after {:?}",
+        left.elapsed()
+    );
+    drop(again);
+    n1.stop().await;
+    n2.stop().await;
+}
+
+#[tokio::test]
+async fn an_account_signing_in_on_another_node_takes_its_name_over() {
+    let nats = NatsServer::start();
+    let [n1, n2]: [TestServer; 2] = nodes(&nats, &["n1", "n2"]).await.try_into().ok().unwrap();
+    let key = DeviceKey::new();
+    let (first, reply) = hello_as(&RawClient::new(&n1, V2, Some(&key)), &n1, "dana").await;
+    assert!(matches!(reply, Reply::Session { .. }), "{reply:?}");
+    let (second, reply) = hello_as(&RawClient::new(&n2, V2, Some(&key)), &n2, "Dana").await;
+    assert!(matches!(reply, Reply::Session { .. }), "{reply:?}");
+    assert_eq!(
+        close_code(&first).await,
+        Some(5),
+        "REPLACED on the old node"
+    );
+    // Messages to dana now reach the new connection, from either node.
+    let (sender, _) = guest(&n1, "erin").await;
+    let (_, status) = send(&sender, "dana", "where are you?").await;
+    assert_eq!(status, Status::Delivered);
+    assert!(matches!(
+        decode(&next_push(&second).await).unwrap(),
+        Push::Deliver { .. }
+    ));
+    n1.stop().await;
+    n2.stop().await;
+}
+
+#[tokio::test]
+async fn fifty_concurrent_hellos_for_one_name_over_three_nodes_give_one_session() {
+    let nats = NatsServer::start();
+    let nodes = nodes(&nats, &["n1", "n2", "n3"]).await;
+    let clients: Vec<RawClient> = nodes
+        .iter()
+        .map(|node| RawClient::new(node, V2, None))
+        .collect();
+    let mut connecting = Vec::new();
+    for i in 0..50 {
+        connecting.push(hello_as(&clients[i % 3], &nodes[i % 3], "newbie"));
+    }
+    let replies = within(
+        Duration::from_secs(30),
+        "fifty hellos",
+        futures_util::future::join_all(connecting),
+    )
+    .await;
+    let sessions = replies
+        .iter()
+        .filter(|(_, reply)| matches!(reply, Reply::Session { .. }))
+        .count();
+    let taken = replies
+        .iter()
+        .filter(|(_, reply)| {
+            matches!(reply, Reply::Refused { reason, .. } if *reason == RefuseReason::NameTaken)
+        })
+        .count();
+    assert_eq!((sessions, taken), (1, 49), "exactly one session");
+    for node in nodes {
+        node.stop().await;
+    }
+}
