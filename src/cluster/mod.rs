@@ -17,6 +17,7 @@
 //! Nothing in this module runs unless the server is started with
 //! `--cluster`: a single node never connects to anything.
 
+mod accounts;
 mod lease;
 mod names;
 mod roster;
@@ -180,6 +181,7 @@ pub struct Cluster {
     client: async_nats::Client,
     lease: NodeLease,
     names: Names,
+    accounts: accounts::SharedAccounts,
     roster: Roster,
     server_version: String,
     node: NodeId,
@@ -237,6 +239,7 @@ impl Cluster {
             let lease = NodeLease::take(client.clone(), config).await?;
             let names = Names::open(client.clone(), config).await?;
             let epoch = next_epoch(client.clone(), config).await?;
+            let accounts = accounts::SharedAccounts::open(client.clone(), config).await?;
             let stop = CancellationToken::new();
             let roster =
                 Roster::watch(names.bucket().clone(), lease.bucket().clone(), stop.clone());
@@ -244,6 +247,7 @@ impl Cluster {
                 client,
                 lease,
                 names,
+                accounts,
                 roster,
                 server_version,
                 node: config.node_id.clone(),
@@ -272,6 +276,11 @@ impl Cluster {
     /// The cluster-wide name claims.
     pub fn names(&self) -> &Names {
         &self.names
+    }
+
+    /// The accounts every node shares.
+    pub(crate) fn accounts(&self) -> &accounts::SharedAccounts {
+        &self.accounts
     }
 
     /// Who is online on the other nodes.

@@ -5,12 +5,13 @@
 //! Every store call runs on tokio's blocking pool: each write is a committed
 //! (fsync'd) transaction, and nothing here is on the per-message path.
 
+use super::account_book::AccountBook;
 use super::config::AccountsMode;
 use super::presence::Presence;
 use super::stored::Mail;
 use crate::clock::unix_ms;
 use crate::protocol::{self, DeviceOp, Failure, Fingerprint, NameKey, Version};
-use crate::store::{AccountRecord, Conflict, Store, StoreError};
+use crate::store::{AccountRecord, Conflict, StoreError};
 
 /// Who a session is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,33 +76,22 @@ pub(crate) enum Refusal {
     Unavailable,
 }
 
-/// The accounts of one server. Cheap to clone.
+/// The accounts of one server (or of its cluster). Cheap to clone.
 #[derive(Debug, Clone)]
 pub(crate) struct Accounts {
-    store: Store,
+    book: AccountBook,
     mode: AccountsMode,
     max_devices: usize,
 }
 
 impl Accounts {
-    /// Accounts kept in `store`, admitted as `mode` says.
-    pub(crate) fn new(store: Store, mode: AccountsMode, max_devices: usize) -> Self {
+    /// Accounts kept in `book`, admitted as `mode` says.
+    pub(crate) fn new(book: AccountBook, mode: AccountsMode, max_devices: usize) -> Self {
         Accounts {
-            store,
+            book,
             mode,
             max_devices: max_devices.max(5),
         }
-    }
-
-    /// Run `work` against the store on the blocking pool.
-    async fn with_store<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
-    ) -> Result<T, StoreError> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || work(&store))
-            .await
-            .unwrap_or_else(|_| Err(StoreError::Database("the store task failed".into())))
     }
 
     /// The outcome of a Hello for the valid name `key` (`name` as typed) on a
@@ -124,12 +114,12 @@ impl Accounts {
             if self.mode == AccountsMode::Closed {
                 return Err(Refusal::NeedsVersion2);
             }
-            return match self.lookup(move |store| store.account(&key)).await? {
+            return match self.lookup(self.book.account(key)).await? {
                 Some(_) => Err(Refusal::Registered),
                 None => Ok((Admitted::Guest, typed())),
             };
         }
-        if let Some(account) = self.lookup(move |store| store.account(&key)).await? {
+        if let Some(account) = self.lookup(self.book.account(key)).await? {
             return match device {
                 Some(device) if has_device(&account, &device) => {
                     self.touch(key, device).await;
@@ -157,7 +147,7 @@ impl Accounts {
                 _ => Ok((Admitted::Guest, typed())),
             };
         };
-        if let Some(other) = self.lookup(move |store| store.account_of(&device)).await? {
+        if let Some(other) = self.lookup(self.book.account_of(device)).await? {
             return Err(Refusal::KeyMismatch(format!(
                 "this device's key belongs to the account {}",
                 other.name
@@ -168,9 +158,8 @@ impl Accounts {
                 "this server admits accounts its operator created only".into(),
             ));
         }
-        let display = name.to_owned();
         let registered = self
-            .lookup(move |store| store.register(&display, device, unix_ms()))
+            .lookup(self.book.register(name.to_owned(), device, unix_ms()))
             .await?;
         match registered {
             Ok(account) => {
@@ -195,7 +184,7 @@ impl Accounts {
         if self.mode == AccountsMode::Off {
             return Ok(());
         }
-        match self.lookup(move |store| store.account(&key)).await? {
+        match self.lookup(self.book.account(key)).await? {
             None => Ok(()),
             Some(_) => Err(Refusal::Registered),
         }
@@ -218,19 +207,16 @@ impl Accounts {
         let max = self.max_devices;
         let result = match op {
             DeviceOp::List => self
-                .with_store(move |store| store.account(&key))
+                .book
+                .account(key)
                 .await
                 .map(|account| account.ok_or(Failure::NotRegistered)),
             DeviceOp::Add { fingerprint, label } => {
-                self.with_store(move |store| {
-                    store.add_device(&key, &fingerprint, &label, max, unix_ms())
-                })
-                .await
-            }
-            DeviceOp::Remove { fingerprint } => {
-                self.with_store(move |store| store.remove_device(&key, &fingerprint))
+                self.book
+                    .add_device(key, fingerprint, label, max, unix_ms())
                     .await
             }
+            DeviceOp::Remove { fingerprint } => self.book.remove_device(key, fingerprint).await,
         };
         Ok(match result? {
             Ok(account) => Ok(devices_of(&account, Some(&device))),
@@ -241,20 +227,17 @@ impl Accounts {
     /// Record that `device` of `key` started a session now. Best effort: a
     /// failed write only loses the "last seen" time.
     async fn touch(&self, key: NameKey, device: Fingerprint) {
-        if let Err(e) = self
-            .with_store(move |store| store.touch(&key, &device, unix_ms()))
-            .await
-        {
+        if let Err(e) = self.book.touch(key, device, unix_ms()).await {
             tracing::warn!("could not record the last-seen time: {e}");
         }
     }
 
     /// A store read or write during a Hello; a failure refuses the Hello.
-    async fn lookup<T: Send + 'static>(
+    async fn lookup<T>(
         &self,
-        work: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+        work: impl std::future::Future<Output = Result<T, StoreError>>,
     ) -> Result<T, Refusal> {
-        self.with_store(work).await.map_err(|e| {
+        work.await.map_err(|e| {
             tracing::error!("accounts unavailable: {e}");
             Refusal::Unavailable
         })
@@ -332,6 +315,7 @@ impl Operator {
             return Ok(None);
         }
         self.accounts
+            .book
             .with_store(move |store| {
                 let mailbox = store.mailbox_count(&key)?;
                 Ok(Some(Waiting {
@@ -345,14 +329,12 @@ impl Operator {
 
     /// Every account, sorted by name.
     pub(crate) async fn list(&self) -> Result<Vec<AccountRecord>, StoreError> {
-        self.accounts.with_store(|store| store.accounts()).await
+        self.accounts.book.accounts().await
     }
 
     /// One account.
     pub(crate) async fn show(&self, key: NameKey) -> Result<Option<AccountRecord>, StoreError> {
-        self.accounts
-            .with_store(move |store| store.account(&key))
-            .await
+        self.accounts.book.account(key).await
     }
 
     /// Create the account `name` with `device`, or add `device` to it.
@@ -363,9 +345,7 @@ impl Operator {
         device: Fingerprint,
     ) -> Result<Result<(AccountRecord, bool), Failure>, StoreError> {
         let (name, max) = (name.to_owned(), self.accounts.max_devices);
-        self.accounts
-            .with_store(move |store| store.bind(&name, device, max, unix_ms()))
-            .await
+        self.accounts.book.bind(name, device, max, unix_ms()).await
     }
 
     /// Unbind `device` from the account `key`; its open connection is closed
@@ -375,12 +355,10 @@ impl Operator {
         key: NameKey,
         device: Fingerprint,
     ) -> Result<Result<AccountRecord, Failure>, StoreError> {
-        let result = self
-            .accounts
-            .with_store(move |store| store.unbind(&key, &device))
-            .await?;
+        let result = self.accounts.book.unbind(key, device).await?;
         if result.is_ok() {
-            self.disconnect_if(key, |mailbox| mailbox.device == Some(device));
+            self.disconnect_if(key, |mailbox| mailbox.device == Some(device))
+                .await;
         }
         Ok(result)
     }
@@ -388,14 +366,12 @@ impl Operator {
     /// Delete the account `key` (its name and keys become free); its open
     /// connection is closed with REPLACED.
     pub(crate) async fn delete(&self, key: NameKey) -> Result<Option<AccountRecord>, StoreError> {
-        let deleted = self
-            .accounts
-            .with_store(move |store| store.delete_account(&key, unix_ms()))
-            .await?;
+        let deleted = self.accounts.book.delete(key, unix_ms()).await?;
         let Some(deleted) = deleted else {
             return Ok(None);
         };
-        self.disconnect_if(key, |mailbox| mailbox.is_account());
+        self.disconnect_if(key, |mailbox| mailbox.is_account())
+            .await;
         // The senders of its dropped mail are owed an Expired receipt.
         if let Some(mail) = &self.mail {
             super::notices::tell(&self.presence, mail, &deleted.told, GUEST_RECEIPT_DEADLINE);
@@ -404,11 +380,19 @@ impl Operator {
     }
 
     /// Close the connection holding `key` with REPLACED if `test` says so.
-    fn disconnect_if(&self, key: NameKey, test: impl Fn(&super::mailbox::Mailbox) -> bool) {
-        if let Some(mailbox) = self.presence.connected(&key) {
-            if test(&mailbox) {
-                mailbox.disconnect(protocol::CloseCode::Replaced, "this device was removed");
+    /// On another node of a cluster, it is closed whichever device it is.
+    async fn disconnect_if(&self, key: NameKey, test: impl Fn(&super::mailbox::Mailbox) -> bool) {
+        match (self.presence.connected(&key), self.presence.remote()) {
+            (Some(mailbox), _) => {
+                if test(&mailbox) {
+                    mailbox.disconnect(protocol::CloseCode::Replaced, "this device was removed");
+                }
             }
+            (None, Some(remote)) => {
+                let said = remote.kick(key).await;
+                tracing::debug!("{said}");
+            }
+            (None, None) => {}
         }
     }
 

@@ -1,5 +1,6 @@
 //! The chat server: bind a QUIC endpoint, accept connections, shut down gracefully.
 
+mod account_book;
 mod accounts;
 mod admission;
 mod config;
@@ -165,7 +166,14 @@ impl Server {
             Arc::clone(&tls_stats),
         ));
         let mail_config = config.accounts.mail;
-        let mail = if mail_config.enabled && config.accounts.mode != AccountsMode::Off {
+        if cluster.is_some() && mail_config.enabled {
+            // Mail stored on one node could not be drained on another.
+            warn!("cluster mode does not share stored mail yet: messages to offline users are NotConnected");
+        }
+        let mail = if mail_config.enabled
+            && config.accounts.mode != AccountsMode::Off
+            && cluster.is_none()
+        {
             let caps = crate::store::MailCaps {
                 mailbox_messages: mail_config.mailbox_max_messages,
                 mailbox_bytes: mail_config.mailbox_max_bytes,
@@ -187,8 +195,9 @@ impl Server {
         } else {
             None
         };
+        let book = account_book::AccountBook::new(store, cluster.clone());
         let accounts =
-            accounts::Accounts::new(store, config.accounts.mode, config.accounts.max_devices);
+            accounts::Accounts::new(book, config.accounts.mode, config.accounts.max_devices);
         let state = Arc::new(State::new(
             config.limits,
             accounts,

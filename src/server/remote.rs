@@ -292,7 +292,8 @@ impl Remote {
                     Some(_) => ControlAnswer::Held,
                     None => ControlAnswer::Free,
                 },
-                Some(Control::Kick(key)) => match kick_local(&self.local, key, SIGNED_IN_ELSEWHERE) {
+                Some(Control::Kick(key)) => match kick_local(&self.local, key, SIGNED_IN_ELSEWHERE)
+                {
                     true => ControlAnswer::Kicked,
                     false => ControlAnswer::Free,
                 },

@@ -25,7 +25,7 @@
 //! closed, also when the process dies (a crashed server never leaves a stale
 //! lock behind). The refusal is [`StoreError::InUse`], at once, without waiting.
 
-mod accounts;
+pub(crate) mod accounts;
 mod expiry;
 mod mail;
 mod notices;
@@ -33,11 +33,24 @@ mod record;
 mod schema;
 mod writer;
 
+pub(crate) use accounts::AccountTables;
 #[cfg_attr(not(test), allow(unused_imports))]
 pub(crate) use mail::{Acked, Enqueue, Enqueued, MailCaps, MailboxCount, Told};
 #[cfg_attr(not(test), allow(unused_imports))]
 pub(crate) use notices::NOTICES_PER_SENDER;
 pub(crate) use writer::MailWriter;
+
+/// An account record from its bytes, checked to be the account `key`'s
+/// (the record format is the store's, `record.rs`; a cluster keeps the
+/// same records in NATS).
+pub(crate) fn decode_account_record(key: &str, bytes: &[u8]) -> Result<AccountRecord, StoreError> {
+    accounts::decode(key, bytes)
+}
+
+/// An account record's bytes.
+pub(crate) fn encode_account_record(account: &AccountRecord) -> Vec<u8> {
+    record::encode_account(account)
+}
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -99,6 +112,10 @@ pub enum StoreError {
     /// or tables that disagree with each other.
     #[error("the database is corrupt: {0}")]
     Corrupt(String),
+    /// The accounts are kept elsewhere (a cluster's NATS) and could not be
+    /// read or written now.
+    #[error("{0}")]
+    Unavailable(String),
     /// The database was written by a newer quic-chat whose schema this build
     /// does not know; opening it could lose or misread data.
     #[error(

@@ -263,3 +263,116 @@ async fn fifty_concurrent_hellos_for_one_name_over_three_nodes_give_one_session(
         node.stop().await;
     }
 }
+
+fn account_of(reply: &Reply) -> Option<quic_chat::protocol::Account> {
+    match reply {
+        Reply::Session { account, .. } => Some(*account),
+        _ => None,
+    }
+}
+
+fn refusal(reply: &Reply) -> Option<RefuseReason> {
+    match reply {
+        Reply::Refused { reason, .. } => Some(*reason),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn accounts_are_the_same_on_every_node() {
+    use quic_chat::protocol::{Account, DeviceOp};
+    let nats = NatsServer::start();
+    let [n1, n2]: [TestServer; 2] = nodes(&nats, &["n1", "n2"]).await.try_into().ok().unwrap();
+    let (key, stranger, second) = (DeviceKey::new(), DeviceKey::new(), DeviceKey::new());
+    let (alice, reply) = hello_as(&RawClient::new(&n1, V2, Some(&key)), &n1, "Alice").await;
+    assert_eq!(account_of(&reply), Some(Account::Registered));
+    // Another key cannot have the name on the other node, online or not,
+    let (_, reply) = hello_as(&RawClient::new(&n2, V2, Some(&stranger)), &n2, "alice").await;
+    assert_eq!(
+        refusal(&reply),
+        Some(RefuseReason::KeyMismatch),
+        "{reply:?}"
+    );
+    // nor can her key register a second name there, nor a v1 guest take it.
+    let (_, reply) = hello_as(&RawClient::new(&n2, V2, Some(&key)), &n2, "alice2").await;
+    assert_eq!(
+        refusal(&reply),
+        Some(RefuseReason::KeyMismatch),
+        "{reply:?}"
+    );
+    alice.close(0u32.into(), b"bye");
+    let v1 = RawClient::new(&n2, b"quic-chat/1", None).connect(&n2).await;
+    let hello1 = Request::Hello {
+        protocol: 1,
+        username: "alice".into(),
+    };
+    let reply = ask(&v1, &hello1).await;
+    assert_eq!(refusal(&reply), Some(RefuseReason::NameTaken), "{reply:?}");
+    // Her own key is a returning account on n2; a device added there counts on n1.
+    let (on_n2, reply) = hello_as(&RawClient::new(&n2, V2, Some(&key)), &n2, "ALICE").await;
+    assert_eq!(account_of(&reply), Some(Account::Returning), "{reply:?}");
+    let add = Request::Devices(DeviceOp::Add {
+        fingerprint: second.fingerprint.as_bytes().to_vec(),
+        label: "phone".into(),
+    });
+    match ask(&on_n2, &add).await {
+        Reply::Devices { devices } => assert_eq!(devices.len(), 2),
+        other => panic!("devices, not {other:?}"),
+    }
+    drop(on_n2);
+    let (_, reply) = hello_as(&RawClient::new(&n1, V2, Some(&second)), &n1, "alice").await;
+    assert_eq!(account_of(&reply), Some(Account::Returning), "{reply:?}");
+    let listed = n2.console("accounts").await;
+    assert!(listed.starts_with("Alice: 2 devices"), "{listed}");
+    // Two keys registering one new name on two nodes at once: one account.
+    let (k1, k2) = (DeviceKey::new(), DeviceKey::new());
+    let (c1, c2) = (
+        RawClient::new(&n1, V2, Some(&k1)),
+        RawClient::new(&n2, V2, Some(&k2)),
+    );
+    let ((_, r1), (_, r2)) = tokio::join!(hello_as(&c1, &n1, "zoe"), hello_as(&c2, &n2, "zoe"));
+    let registered = [&r1, &r2]
+        .iter()
+        .filter(|reply| account_of(reply) == Some(Account::Registered))
+        .count();
+    let mismatched = [&r1, &r2]
+        .iter()
+        .filter(|reply| refusal(reply) == Some(RefuseReason::KeyMismatch))
+        .count();
+    assert_eq!((registered, mismatched), (1, 1), "{r1:?} {r2:?}");
+    n1.stop().await;
+    n2.stop().await;
+}
+
+#[tokio::test]
+async fn a_device_index_entry_left_by_an_interrupted_write_does_not_hold_the_key() {
+    use quic_chat::protocol::Account;
+    let nats = NatsServer::start();
+    let n1 = TestServer::start_node(node_config(&nats, "n1")).await;
+    let key = DeviceKey::new();
+    // As if a node died between indexing the key and writing its account.
+    let client = async_nats::connect(nats.url.as_str()).await.unwrap();
+    let bucket = async_nats::jetstream::new(client)
+        .get_key_value("qc_accounts")
+        .await
+        .unwrap();
+    let hex: String = key
+        .fingerprint
+        .as_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    bucket
+        .put(format!("d.{hex}"), "ghost".into())
+        .await
+        .unwrap();
+    let (_, reply) = hello_as(&RawClient::new(&n1, V2, Some(&key)), &n1, "real").await;
+    assert_eq!(account_of(&reply), Some(Account::Registered), "{reply:?}");
+    let entry = bucket.get(format!("d.{hex}")).await.unwrap();
+    assert_eq!(
+        entry.as_deref(),
+        Some(&b"real"[..]),
+        "the index entry is replaced"
+    );
+    n1.stop().await;
+}
