@@ -19,6 +19,7 @@
 
 mod accounts;
 mod lease;
+mod mail;
 mod names;
 mod roster;
 mod routes;
@@ -29,6 +30,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub use lease::{LeaseState, NodeLease};
+pub use mail::{Enqueued, MailLimits, SharedMail};
 pub use names::{name_key, Claim, ClaimError, Holder, Names, TakeOverError};
 pub use roster::{Roster, MAX_NAMES};
 pub use routes::{Control, ControlAnswer, RemoteAnswer};
@@ -58,6 +60,9 @@ pub struct ClusterConfig {
     pub credentials: Option<std::path::PathBuf>,
     /// A CA certificate to check the NATS servers' TLS certificates with.
     pub tls_ca: Option<std::path::PathBuf>,
+    /// How stored mail is kept, if the cluster keeps any (the server sets it
+    /// from its own mail settings).
+    pub mail: Option<MailLimits>,
 }
 
 impl ClusterConfig {
@@ -74,6 +79,7 @@ impl ClusterConfig {
             replicas: 1,
             credentials: None,
             tls_ca: None,
+            mail: None,
         }
     }
 }
@@ -182,6 +188,7 @@ pub struct Cluster {
     lease: NodeLease,
     names: Names,
     accounts: accounts::SharedAccounts,
+    mail: Option<SharedMail>,
     roster: Roster,
     server_version: String,
     node: NodeId,
@@ -240,6 +247,10 @@ impl Cluster {
             let names = Names::open(client.clone(), config).await?;
             let epoch = next_epoch(client.clone(), config).await?;
             let accounts = accounts::SharedAccounts::open(client.clone(), config).await?;
+            let mail = match config.mail {
+                Some(limits) => Some(SharedMail::open(client.clone(), config, limits).await?),
+                None => None,
+            };
             let stop = CancellationToken::new();
             let roster =
                 Roster::watch(names.bucket().clone(), lease.bucket().clone(), stop.clone());
@@ -248,6 +259,7 @@ impl Cluster {
                 lease,
                 names,
                 accounts,
+                mail,
                 roster,
                 server_version,
                 node: config.node_id.clone(),
@@ -281,6 +293,11 @@ impl Cluster {
     /// The accounts every node shares.
     pub(crate) fn accounts(&self) -> &accounts::SharedAccounts {
         &self.accounts
+    }
+
+    /// The stored mail every node can drain, if the cluster keeps mail.
+    pub fn mail(&self) -> Option<&SharedMail> {
+        self.mail.as_ref()
     }
 
     /// Who is online on the other nodes.

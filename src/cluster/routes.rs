@@ -7,6 +7,8 @@
 //!   a delivery stream and answers one byte, what became of it. A name
 //!   online nowhere has no subscriber, and NATS answers "no responders" at
 //!   once; a node that dies loses its subscriptions with its connection.
+//!   An empty message there (no reply wanted) says that mail was stored
+//!   for the user: its node drains again.
 //! - `<prefix>.node.<node id>.control`: each node answers questions about
 //!   its users (`check NAME`: is it connected here? `kick NAME`: close it,
 //!   it signed in elsewhere).
@@ -142,6 +144,18 @@ impl Cluster {
                 RemoteAnswer::NoAnswer
             }
             Err(_) => RemoteAnswer::NoAnswer,
+        }
+    }
+
+    /// Tell the node serving `key` (if any) that mail was stored for it:
+    /// an empty message on its delivery subject, answered by nobody.
+    pub async fn ring(&self, key: &NameKey) {
+        if let Err(e) = self
+            .client
+            .publish(self.dm_subject(key), Bytes::new())
+            .await
+        {
+            tracing::debug!("cannot ring a mailbox through NATS: {e}");
         }
     }
 

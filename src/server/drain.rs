@@ -82,11 +82,9 @@ async fn drain(
         // Taken before the read: a Send stored behind the drain that
         // finishes after this is not in the page, and go_live then reads again.
         let mark = mailbox.drain_mark();
-        let store = mail.store.clone();
-        let page = tokio::task::spawn_blocking(move || store.peek(&key, from_seq, PAGE)).await;
-        let page = match page {
-            Ok(Ok(page)) => page,
-            Ok(Err(e)) => {
+        let page = match mail.peek(key, from_seq, PAGE).await {
+            Ok(page) => page,
+            Err(e) => {
                 tracing::error!("cannot read stored mail: {e}");
                 // Mail stays stored for the next session; live messages
                 // flow meanwhile (they cannot wait on a store that fails).
@@ -96,7 +94,6 @@ async fn drain(
                 }
                 return false;
             }
-            Err(_) => return false,
         };
         if page.is_empty() {
             if mailbox.go_live(mark).await {
@@ -207,7 +204,7 @@ async fn settle_page(
         opened.go_on &= settle(mailbox, outcome.ok(), &mut opened.acked);
     }
     if !opened.acked.is_empty() {
-        match mail.writer.ack(key, opened.acked, unix_ms()).await {
+        match mail.ack(key, opened.acked, unix_ms()).await {
             Ok(acked) => {
                 mail.metrics.drained.inc_by(acked.removed);
                 notices::tell(

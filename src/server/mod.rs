@@ -109,7 +109,17 @@ impl Server {
         cluster: &crate::cluster::ClusterConfig,
     ) -> Result<Server, ServerError> {
         let store = crate::store::Store::open(&config.accounts.data_dir)?;
-        let cluster = Arc::new(crate::cluster::Cluster::join(cluster).await?);
+        let mut cluster = cluster.clone();
+        let mail = config.accounts.mail;
+        if mail.enabled && config.accounts.mode != AccountsMode::Off {
+            cluster.mail = Some(crate::cluster::MailLimits {
+                mailbox_messages: i64::try_from(mail.mailbox_max_messages).unwrap_or(i64::MAX),
+                // A stored message is at most a frame plus its record's header.
+                message_bytes: 128 << 10,
+                ttl: mail.ttl,
+            });
+        }
+        let cluster = Arc::new(crate::cluster::Cluster::join(&cluster).await?);
         Self::assemble(config, store, Some(cluster))
     }
 
@@ -166,14 +176,7 @@ impl Server {
             Arc::clone(&tls_stats),
         ));
         let mail_config = config.accounts.mail;
-        if cluster.is_some() && mail_config.enabled {
-            // Mail stored on one node could not be drained on another.
-            warn!("cluster mode does not share stored mail yet: messages to offline users are NotConnected");
-        }
-        let mail = if mail_config.enabled
-            && config.accounts.mode != AccountsMode::Off
-            && cluster.is_none()
-        {
+        let mail = if mail_config.enabled && config.accounts.mode != AccountsMode::Off {
             let caps = crate::store::MailCaps {
                 mailbox_messages: mail_config.mailbox_max_messages,
                 mailbox_bytes: mail_config.mailbox_max_bytes,
@@ -185,13 +188,20 @@ impl Server {
                     mail_config.ttl
                 );
             }
-            Some(stored::Mail::start(
+            let mail = stored::Mail::start(
                 store.clone(),
                 caps,
                 mail_config.guest_mail,
                 mail_config.ttl,
                 metrics.mail.clone(),
-            )?)
+            )?;
+            // A node of a cluster keeps mail where every node can drain it.
+            Some(
+                match cluster.as_ref().filter(|cluster| cluster.mail().is_some()) {
+                    Some(cluster) => mail.shared_by(Arc::clone(cluster)),
+                    None => mail,
+                },
+            )
         } else {
             None
         };

@@ -245,20 +245,34 @@ impl Remote {
 
     /// Deliver one frame another node sent, and answer what became of it.
     async fn take_delivery(self: Arc<Self>, key: NameKey, request: async_nats::Message) {
-        if codec::decode_deliver(&request.payload).is_err() {
+        if request.payload.is_empty() {
+            // Mail was stored for this user: drain again.
+            if let Some(mailbox) = self.local.lookup(&key) {
+                mailbox.ring_mail();
+            }
+            return;
+        }
+        let Ok(frame) = codec::decode_deliver(&request.payload) else {
             // No node sends that: leave the sender to its timeout.
             warn!("a delivery through NATS was not a Deliver frame; dropped");
             return;
-        }
+        };
+        let id = frame.id;
         let outcome = match self.local.lookup(&key) {
             Some(mailbox) => {
-                mailbox
+                let outcome = mailbox
                     .deliver_frame(
                         request.payload.clone(),
                         self.delivery_timeout,
                         &self.metrics.deliveries,
                     )
-                    .await
+                    .await;
+                if matches!(outcome, DeliveryOutcome::Stopped | DeliveryOutcome::Lost) {
+                    // The sender's node stores it for an account; a drain
+                    // on this connection skips it, as on one node.
+                    mailbox.refuse(id);
+                }
+                outcome
             }
             None => DeliveryOutcome::Lost,
         };

@@ -94,10 +94,14 @@ pub(crate) async fn route_send(
                 sent_at_ms,
                 body: envelope.body.clone(),
             };
-            if let Some(outcome) = remote.deliver(&key, remote_envelope).await {
-                return (id, status_of(outcome));
+            match remote.deliver(&key, remote_envelope).await {
+                // Refused there: stored for an account (the store says
+                // NotConnected for anyone else), as on one node.
+                Some(DeliveryOutcome::Stopped | DeliveryOutcome::Lost) if mail.is_some() => {}
+                Some(outcome) => return (id, status_of(outcome)),
+                None => {}
             }
-            // Online nowhere in the cluster.
+            // Online nowhere in the cluster, or refused where it is.
             return (id, store_offline(state, mail, key, &envelope, from).await);
         }
         Route::Unknown => return (id, store_offline(state, mail, key, &envelope, from).await),

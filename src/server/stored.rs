@@ -1,6 +1,7 @@
 //! The server's side of store and forward: storing a message for an account
-//! that is not connected (through the group-committing writer), and what
-//! the sender is told about it.
+//! that is not connected (through the group-committing writer, or in a
+//! cluster the shared mail stream), reading and removing what is drained,
+//! and what the sender is told about it.
 
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -9,8 +10,28 @@ use super::delivery::Envelope;
 use super::guest_receipts::GuestReceipts;
 use super::mailbox::Mailbox;
 use super::metrics::MailMetrics;
+use crate::cluster::Cluster;
 use crate::protocol::{NameKey, Status};
-use crate::store::{Enqueue, Enqueued, MailCaps, MailRecord, MailWriter, Store, StoreError};
+use crate::store::{
+    Acked, Enqueue, Enqueued, MailCaps, MailRecord, MailWriter, Store, StoreError, Told,
+};
+
+/// Why stored mail could not be read or removed.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum MailError {
+    /// This server's store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// This server's mail writer failed.
+    #[error("{0}")]
+    Writer(String),
+    /// The cluster's mail stream failed.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
+    /// A stored record could not be read.
+    #[error("a stored message is damaged: {0}")]
+    Damaged(String),
+}
 
 /// How long a Send may wait for its message's commit before it is answered
 /// `RecipientBusy` (a live attempt may have taken up to 5 s of the 10 s).
@@ -29,6 +50,9 @@ pub(crate) struct Mail {
     pub(crate) guests: Arc<GuestReceipts>,
     /// What becomes of stored mail, counted.
     pub(crate) metrics: MailMetrics,
+    /// In a cluster: the shared mail stream (and the shared accounts) are
+    /// used instead of this server's store.
+    pub(crate) shared: Option<Arc<Cluster>>,
 }
 
 impl Mail {
@@ -49,7 +73,17 @@ impl Mail {
             ttl,
             guests: Arc::default(),
             metrics,
+            shared: None,
         })
+    }
+
+    /// Keep mail in `cluster`'s shared stream instead (a node of a cluster).
+    pub(crate) fn shared_by(mut self, cluster: Arc<Cluster>) -> Mail {
+        // A guest's late receipt goes to its connection, on whichever node
+        // drained the message: not across nodes yet.
+        self.guest_mail = false;
+        self.shared = Some(cluster);
+        self
     }
 
     /// At `now_ms`, the latest time from which a lifetime has ended: what
@@ -78,6 +112,9 @@ impl Mail {
         };
         // Watched before the commit, so that a drain right after it finds
         // the guest's connection.
+        if let Some(cluster) = &self.shared {
+            return self.store_shared(cluster, to, &mail).await;
+        }
         let guest = sender_account.is_none();
         if let (true, Some(reply_to)) = (guest, reply_to) {
             self.guests.watch(envelope.id, reply_to.clone());
@@ -106,8 +143,95 @@ impl Mail {
         status
     }
 
+    /// Store `mail` for `to` in the cluster's stream, if `to` is an account.
+    async fn store_shared(&self, cluster: &Cluster, to: NameKey, mail: &MailRecord) -> Status {
+        let (Some(stream), accounts) = (cluster.mail(), cluster.accounts()) else {
+            return Status::NotConnected;
+        };
+        match tokio::time::timeout(STORE_DEADLINE, accounts.account(&to)).await {
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) => return Status::NotConnected,
+            Ok(Err(e)) => {
+                tracing::error!("cannot look the recipient's account up: {e}");
+                return Status::RecipientBusy;
+            }
+            Err(_) => return Status::RecipientBusy,
+        }
+        let record = bytes::Bytes::from(crate::store::encode_mail_record(mail));
+        match stream.enqueue(&to, mail.id, record).await {
+            Ok(crate::cluster::Enqueued::Stored(_)) => {
+                self.metrics.queued.inc();
+                // Its node (if it just connected) drains again.
+                cluster.ring(&to).await;
+                Status::Queued
+            }
+            Ok(crate::cluster::Enqueued::Full) => Status::RecipientBusy,
+            Err(e) => {
+                tracing::error!("cannot store a message: {e}");
+                Status::RecipientBusy
+            }
+        }
+    }
+
+    /// Up to `n` messages stored for `key` from sequence `from_seq` on, in
+    /// the order they were accepted.
+    pub(crate) async fn peek(
+        &self,
+        key: NameKey,
+        from_seq: u64,
+        n: usize,
+    ) -> Result<Vec<(u64, MailRecord)>, MailError> {
+        if let Some(stream) = self.shared.as_ref().and_then(|cluster| cluster.mail()) {
+            let page = stream.peek(&key, from_seq, n).await?;
+            let mut records = Vec::with_capacity(page.len());
+            for (seq, bytes) in page {
+                match crate::store::decode_mail_record(&bytes) {
+                    Ok(record) => records.push((seq, record)),
+                    // Left for the stream's lifetime to drop.
+                    Err(e) => tracing::error!("skipping damaged stored message {seq}: {e}"),
+                }
+            }
+            return Ok(records);
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.peek(&key, from_seq, n))
+            .await
+            .map_err(|_| MailError::Damaged("the store task failed".into()))?
+            .map_err(MailError::from)
+    }
+
+    /// Remove the delivered messages `seqs` of `key` at `now_ms`; who is owed
+    /// a late receipt (not across a cluster yet).
+    pub(crate) async fn ack(
+        &self,
+        key: NameKey,
+        seqs: Vec<u64>,
+        now_ms: u64,
+    ) -> Result<Acked, MailError> {
+        if let Some(stream) = self.shared.as_ref().and_then(|cluster| cluster.mail()) {
+            let removed = stream.remove(&seqs).await?;
+            return Ok(Acked {
+                removed,
+                told: Told::default(),
+            });
+        }
+        self.writer
+            .ack(key, seqs, now_ms)
+            .await
+            .map_err(MailError::Writer)
+    }
+
     /// Messages waiting for `key` (0 if the store cannot tell).
     pub(crate) async fn waiting(&self, key: NameKey) -> u64 {
+        if let Some(stream) = self.shared.as_ref().and_then(|cluster| cluster.mail()) {
+            return match stream.count(&key).await {
+                Ok(count) => count,
+                Err(e) => {
+                    tracing::error!("cannot count stored mail: {e}");
+                    0
+                }
+            };
+        }
         let store = self.store.clone();
         match tokio::task::spawn_blocking(move || store.mailbox_count(&key)).await {
             Ok(Ok(count)) => count.messages,

@@ -47,6 +47,16 @@ pub(crate) fn decode_account_record(key: &str, bytes: &[u8]) -> Result<AccountRe
     accounts::decode(key, bytes)
 }
 
+/// A stored message's record bytes (a cluster keeps the same records in NATS).
+pub(crate) fn encode_mail_record(mail: &MailRecord) -> Vec<u8> {
+    record::encode_mail(mail)
+}
+
+/// A stored message from its record bytes.
+pub(crate) fn decode_mail_record(bytes: &[u8]) -> Result<MailRecord, StoreError> {
+    record::decode_mail(bytes).map_err(|e| StoreError::Corrupt(format!("a mail record: {e}")))
+}
+
 /// An account record's bytes.
 pub(crate) fn encode_account_record(account: &AccountRecord) -> Vec<u8> {
     record::encode_account(account)

@@ -376,3 +376,155 @@ async fn a_device_index_entry_left_by_an_interrupted_write_does_not_hold_the_key
     );
     n1.stop().await;
 }
+
+/// The next pushed `Deliver`'s id and body.
+async fn next_deliver(connection: &quinn::Connection) -> (u64, String) {
+    match decode(&next_push(connection).await).unwrap() {
+        Push::Deliver { id, body, .. } => (id, body),
+        other => panic!("a delivery, not {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn mail_queued_on_one_node_is_drained_on_another_in_order_after_the_first_stops() {
+    let nats = NatsServer::start();
+    let [n1, n2]: [TestServer; 2] = nodes(&nats, &["n1", "n2"]).await.try_into().ok().unwrap();
+    let (alice_key, bob_key) = (DeviceKey::new(), DeviceKey::new());
+    let (bob, _) = hello_as(&RawClient::new(&n2, V2, Some(&bob_key)), &n2, "bob").await;
+    bob.close(0u32.into(), b"bye");
+    let (alice, _) = hello_as(&RawClient::new(&n1, V2, Some(&alice_key)), &n1, "alice").await;
+    let mut queued = Vec::new();
+    let sending = within(SCENARIO, "bob's name released", async {
+        loop {
+            let (id, status) = send(&alice, "bob", "first").await;
+            if status == Status::Queued {
+                return id;
+            }
+            assert_eq!(status, Status::NotConnected, "bob is still leaving");
+        }
+    });
+    queued.push(sending.await);
+    for i in 1..20 {
+        let (id, status) = send(&alice, "bob", &format!("message {i}")).await;
+        assert_eq!(status, Status::Queued);
+        queued.push(id);
+    }
+    // A guest's name is not an account: nothing is stored for it.
+    assert_eq!(send(&alice, "nobody", "x").await.1, Status::NotConnected);
+    // The node it was sent through goes away; the mail does not.
+    drop(alice);
+    n1.stop().await;
+    let (bob, reply) = hello_as(&RawClient::new(&n2, V2, Some(&bob_key)), &n2, "bob").await;
+    match reply {
+        Reply::Session {
+            queued: waiting, ..
+        } => assert_eq!(waiting, 20),
+        other => panic!("{other:?}"),
+    }
+    let mut got = Vec::new();
+    for _ in 0..20 {
+        got.push(next_deliver(&bob).await);
+    }
+    let ids: Vec<u64> = got.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, queued, "every message, once, in order");
+    assert_eq!(got[0].1, "first");
+    // Delivered mail is removed (once bob's QUIC stack acknowledged it).
+    let stream = n2.cluster.as_ref().unwrap().mail().unwrap().clone();
+    let bob_key_name = quic_chat::protocol::NameKey::new("bob").unwrap();
+    eventually(SCENARIO, "delivered mail removed", || {
+        let stream = stream.clone();
+        async move { stream.count(&bob_key_name).await.unwrap() == 0 }
+    })
+    .await;
+    bob.close(0u32.into(), b"bye");
+    let client = RawClient::new(&n2, V2, Some(&bob_key));
+    let waiting = within(SCENARIO, "bob again", async {
+        loop {
+            match hello_as(&client, &n2, "bob").await.1 {
+                Reply::Session { queued, .. } => return queued,
+                Reply::Refused { .. } => {}
+                other => panic!("{other:?}"),
+            }
+        }
+    })
+    .await;
+    assert_eq!(waiting, 0);
+    n2.stop().await;
+}
+
+#[tokio::test]
+async fn a_login_on_another_node_while_the_sender_keeps_sending_loses_nothing() {
+    let nats = NatsServer::start();
+    let [n1, n2]: [TestServer; 2] = nodes(&nats, &["n1", "n2"]).await.try_into().ok().unwrap();
+    let (alice_key, bob_key) = (DeviceKey::new(), DeviceKey::new());
+    let (bob, _) = hello_as(&RawClient::new(&n2, V2, Some(&bob_key)), &n2, "bob").await;
+    bob.close(0u32.into(), b"bye");
+    let (alice, _) = hello_as(&RawClient::new(&n1, V2, Some(&alice_key)), &n1, "alice").await;
+    // Wait until bob is gone everywhere (his Sends are Queued).
+    let first = within(SCENARIO, "bob offline", async {
+        loop {
+            let (id, status) = send(&alice, "bob", "before").await;
+            if status == Status::Queued {
+                return id;
+            }
+        }
+    })
+    .await;
+    let sender = tokio::spawn(async move {
+        let mut answered = vec![(first, Status::Queued)];
+        for i in 0..300 {
+            answered.push(send(&alice, "bob", &format!("m{i}")).await);
+        }
+        answered
+    });
+    let bob_client = RawClient::new(&n2, V2, Some(&bob_key));
+    let (bob, _) = hello_as(&bob_client, &n2, "bob").await;
+    // bob reads as a client does, while alice sends.
+    let (ids_tx, mut ids) = tokio::sync::mpsc::unbounded_channel();
+    let reader = tokio::spawn(async move {
+        loop {
+            let Ok(mut stream) = bob.accept_uni().await else {
+                return;
+            };
+            let bytes = stream.read_to_end(1 << 20).await.unwrap();
+            if let Push::Deliver { id, .. } = decode(&bytes).unwrap() {
+                let _ = ids_tx.send(id);
+            }
+        }
+    });
+    let answered = within(SCENARIO, "the sender", sender).await.unwrap();
+    let expected: Vec<u64> = answered
+        .iter()
+        .filter(|(_, status)| matches!(status, Status::Queued | Status::Delivered))
+        .map(|(id, _)| *id)
+        .collect();
+    assert!(
+        answered
+            .iter()
+            .all(|(_, status)| matches!(status, Status::Queued | Status::Delivered)),
+        "{:?}",
+        answered
+            .iter()
+            .filter(|(_, s)| !matches!(s, Status::Queued | Status::Delivered))
+            .collect::<Vec<_>>()
+    );
+    let mut got = Vec::new();
+    while got.len() < expected.len() {
+        got.push(within(SCENARIO, "a delivery", ids.recv()).await.unwrap());
+    }
+    assert_eq!(
+        got, expected,
+        "every message once, stored ones never overtaken"
+    );
+    reader.abort();
+    let delivered = answered
+        .iter()
+        .filter(|(_, s)| *s == Status::Delivered)
+        .count();
+    println!(
+        "login race: {} queued, {delivered} delivered live",
+        expected.len() - delivered
+    );
+    n1.stop().await;
+    n2.stop().await;
+}

@@ -1,0 +1,190 @@
+//! Stored mail every node can drain: one JetStream stream, `<prefix>_mail`,
+//! with one subject per recipient (`<prefix>.mail.<name key>`), each
+//! message a mail record in the store's own format (`store/record.rs`).
+//!
+//! - **Queued means stored**: a message is `Queued` only once JetStream
+//!   acknowledged the publish (with `sync_interval: always` on the NATS
+//!   servers, that is on disk; docs/CLUSTER.md). The message id goes in
+//!   `Nats-Msg-Id`, so a publish retried after a lost acknowledgement is
+//!   stored once.
+//! - **A full mailbox is refused, never evicted**: the stream keeps at most
+//!   `mailbox_messages` per subject and discards *new* messages per subject,
+//!   so the Send that would overflow it is `RecipientBusy`.
+//! - **Drained in order on any node**: the recipient's node reads its
+//!   subject from the stream leader in sequence order (no consumer per
+//!   user: each would be a Raft group), and deletes each message once its
+//!   delivery stream was acknowledged.
+//! - Messages live at most the mail lifetime (`max_age`).
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, stream};
+use bytes::Bytes;
+
+use super::names::name_key;
+use super::{ClusterConfig, ClusterError};
+use crate::protocol::NameKey;
+
+/// How long one publish or read may take.
+const OP_TIMEOUT: Duration = Duration::from_secs(4);
+
+/// The cluster's stored mail.
+#[derive(Debug, Clone)]
+pub struct SharedMail {
+    js: jetstream::Context,
+    stream: stream::Stream,
+    prefix: String,
+}
+
+/// What became of a message handed to [`SharedMail::enqueue`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Stored at this stream sequence.
+    Stored(u64),
+    /// The recipient's mailbox is full.
+    Full,
+}
+
+/// How stored mail is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct MailLimits {
+    /// Messages a mailbox holds at most.
+    pub mailbox_messages: i64,
+    /// Bytes one stored message may take at most.
+    pub message_bytes: i32,
+    /// How long a message is kept.
+    pub ttl: Duration,
+}
+
+fn nats(e: impl std::fmt::Display) -> ClusterError {
+    ClusterError::Nats(format!("stored mail: {e}"))
+}
+
+impl SharedMail {
+    /// Open (or create) the mail stream.
+    pub(crate) async fn open(
+        client: async_nats::Client,
+        config: &ClusterConfig,
+        limits: MailLimits,
+    ) -> Result<SharedMail, ClusterError> {
+        let js = jetstream::new(client);
+        let name = format!("{}_mail", config.prefix);
+        let stream = js
+            .get_or_create_stream(stream::Config {
+                name: name.clone(),
+                description: Some("quic-chat stored mail".to_owned()),
+                subjects: vec![format!("{}.mail.>", config.prefix)],
+                storage: stream::StorageType::File,
+                num_replicas: config.replicas,
+                max_age: limits.ttl,
+                max_messages_per_subject: limits.mailbox_messages,
+                max_message_size: limits.message_bytes,
+                discard: stream::DiscardPolicy::New,
+                discard_new_per_subject: true,
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| ClusterError::Nats(format!("cannot open the stream {name}: {e}")))?;
+        Ok(SharedMail {
+            js,
+            stream,
+            prefix: config.prefix.clone(),
+        })
+    }
+
+    fn subject(&self, recipient: &NameKey) -> String {
+        format!("{}.mail.{}", self.prefix, name_key(recipient))
+    }
+
+    /// Store `record` (an encoded mail record whose message id is `id`) for
+    /// `recipient`; stored once JetStream acknowledged it.
+    pub async fn enqueue(
+        &self,
+        recipient: &NameKey,
+        id: u64,
+        record: Bytes,
+    ) -> Result<Enqueued, ClusterError> {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", id.to_string().as_str());
+        let published = tokio::time::timeout(OP_TIMEOUT, async {
+            self.js
+                .publish_with_headers(self.subject(recipient), headers, record)
+                .await?
+                .await
+        })
+        .await
+        .map_err(|_| nats("no acknowledgement in time"))?;
+        match published {
+            Ok(ack) => Ok(Enqueued::Stored(ack.sequence)),
+            Err(e) if e.to_string().contains("maximum messages per subject") => Ok(Enqueued::Full),
+            Err(e) => Err(nats(e)),
+        }
+    }
+
+    /// Up to `limit` messages stored for `recipient` from stream sequence
+    /// `from_seq` on, in order, as (sequence, record).
+    pub async fn peek(
+        &self,
+        recipient: &NameKey,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Bytes)>, ClusterError> {
+        let subject = self.subject(recipient);
+        let mut page = Vec::new();
+        let mut next = from_seq.max(1);
+        while page.len() < limit {
+            let read = self
+                .stream
+                .raw_message_builder()
+                .next_by_subject(subject.clone())
+                .sequence(next)
+                .send();
+            match tokio::time::timeout(OP_TIMEOUT, read).await {
+                Ok(Ok(message)) => {
+                    next = message.sequence + 1;
+                    page.push((message.sequence, message.payload));
+                }
+                Ok(Err(e)) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => break,
+                Ok(Err(e)) => return Err(nats(e)),
+                Err(_) => return Err(nats("no answer in time")),
+            }
+        }
+        Ok(page)
+    }
+
+    /// Remove the delivered messages `seqs`; how many were still there.
+    pub async fn remove(&self, seqs: &[u64]) -> Result<u64, ClusterError> {
+        let mut removed = 0;
+        for &seq in seqs {
+            match tokio::time::timeout(OP_TIMEOUT, self.stream.delete_message(seq)).await {
+                Ok(Ok(true)) => removed += 1,
+                Ok(Ok(false)) => {}
+                // Already gone (expired, or removed by an earlier attempt).
+                Ok(Err(e)) if e.to_string().contains("no message found") => {}
+                Ok(Err(e)) => return Err(nats(e)),
+                Err(_) => return Err(nats("no answer in time")),
+            }
+        }
+        Ok(removed)
+    }
+
+    /// How many messages are stored for `recipient`.
+    pub async fn count(&self, recipient: &NameKey) -> Result<u64, ClusterError> {
+        use futures_util::StreamExt;
+        let subject = self.subject(recipient);
+        let counting = async {
+            let mut subjects = self.stream.info_with_subjects(subject.as_str()).await?;
+            let mut total = 0u64;
+            while let Some(entry) = subjects.next().await {
+                let (_, count) = entry?;
+                total += count as u64;
+            }
+            Ok::<_, async_nats::jetstream::stream::InfoError>(total)
+        };
+        tokio::time::timeout(OP_TIMEOUT, counting)
+            .await
+            .map_err(|_| nats("no answer in time"))?
+            .map_err(nats)
+    }
+}
