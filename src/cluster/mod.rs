@@ -194,6 +194,8 @@ pub struct Cluster {
     node: NodeId,
     prefix: String,
     epoch: u32,
+    /// The last measured NATS round trip, in microseconds.
+    round_trip_us: std::sync::atomic::AtomicU64,
     stop: CancellationToken,
 }
 
@@ -265,6 +267,7 @@ impl Cluster {
                 node: config.node_id.clone(),
                 prefix: config.prefix.clone(),
                 epoch,
+                round_trip_us: std::sync::atomic::AtomicU64::new(0),
                 stop,
             })
         })
@@ -330,6 +333,21 @@ impl Cluster {
             .await
             .map_err(|e| ClusterError::Nats(e.to_string()))?;
         Ok(start.elapsed())
+    }
+
+    /// Remember `took` as the last measured round trip.
+    pub fn record_round_trip(&self, took: Duration) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        self.round_trip_us
+            .store(micros, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The last measured round trip (zero before the first).
+    pub fn last_round_trip(&self) -> Duration {
+        Duration::from_micros(
+            self.round_trip_us
+                .load(std::sync::atomic::Ordering::Relaxed),
+        )
     }
 
     /// Leave the cluster: release the lease (so the id is free at once) and

@@ -120,6 +120,11 @@ impl Server {
             });
         }
         let cluster = Arc::new(crate::cluster::Cluster::join(&cluster).await?);
+        // Nothing a client can see tells how the NATS servers sync to disk.
+        warn!(
+            "Queued mail is only as durable as JetStream: run the NATS servers with \
+             sync_interval: always (see docs/CLUSTER.md), or a power cut can lose it"
+        );
         Self::assemble(config, store, Some(cluster))
     }
 
@@ -174,6 +179,7 @@ impl Server {
             store.clone(),
             admission.stats(),
             Arc::clone(&tls_stats),
+            cluster.clone(),
         ));
         let mail_config = config.accounts.mail;
         let mail = if mail_config.enabled && config.accounts.mode != AccountsMode::Off {
@@ -292,6 +298,7 @@ impl Server {
         if let Some(remote) = self.state.presence.remote() {
             tracker.spawn(Arc::clone(remote).serve_control(background.clone()));
             tracker.spawn(Arc::clone(remote).fence(background.clone()));
+            tracker.spawn(Arc::clone(remote).sample_round_trips(background.clone()));
         }
         loop {
             tokio::select! {

@@ -216,12 +216,20 @@ impl Remote {
             .cluster
             .deliver(key, frame.freeze(), self.delivery_timeout + REMOTE_MARGIN)
             .await;
+        let routes = &self.metrics.remote;
         match answer {
             RemoteAnswer::Answered(byte) => {
+                routes.answered.inc();
                 Some(DeliveryOutcome::from_byte(byte).unwrap_or(DeliveryOutcome::TimedOut))
             }
-            RemoteAnswer::NobodyThere => None,
-            RemoteAnswer::NoAnswer => Some(DeliveryOutcome::TimedOut),
+            RemoteAnswer::NobodyThere => {
+                routes.nobody_there.inc();
+                None
+            }
+            RemoteAnswer::NoAnswer => {
+                routes.no_answer.inc();
+                Some(DeliveryOutcome::TimedOut)
+            }
         }
     }
 
@@ -370,6 +378,22 @@ impl Remote {
             Ok(ControlAnswer::Kicked) => format!("disconnected {name} (on node {})", holder.node),
             Ok(_) => format!("{name} is not online"),
             Err(e) => format!("error: {e}"),
+        }
+    }
+
+    /// Measure the NATS round trip every 5 s (for the metrics), until `stop`.
+    pub(crate) async fn sample_round_trips(self: Arc<Self>, stop: CancellationToken) {
+        let mut every = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            if let Ok(Ok(took)) =
+                tokio::time::timeout(CONTROL_TIMEOUT, self.cluster.round_trip()).await
+            {
+                self.cluster.record_round_trip(took);
+            }
         }
     }
 

@@ -528,3 +528,58 @@ async fn a_login_on_another_node_while_the_sender_keeps_sending_loses_nothing() 
     n1.stop().await;
     n2.stop().await;
 }
+
+#[tokio::test]
+async fn cluster_metrics_show_remote_routes_the_lease_and_the_nodes() {
+    use crate::metrics::{scrape, value};
+    let nats = NatsServer::start();
+    let n1 = TestServer::start_node_with(
+        node_config(&nats, "n1"),
+        crate::harness::test_limits(),
+        quic_chat::server::MailConfig::default(),
+        true,
+    )
+    .await;
+    let n2 = TestServer::start_node(node_config(&nats, "n2")).await;
+    let (alice, _) = guest(&n1, "alice").await;
+    let (bob, _) = guest(&n2, "bob").await;
+    let before = scrape(&n1).await;
+    assert!(before
+        .keys()
+        .all(|key| !key.contains("cluster_remote_sends") || value(&before, key) == 0.0));
+    for i in 0..3 {
+        assert_eq!(
+            send(&alice, "bob", &format!("{i}")).await.1,
+            Status::Delivered
+        );
+        next_push(&bob).await;
+    }
+    assert_eq!(send(&alice, "nobody", "?").await.1, Status::NotConnected);
+    let cluster = n1.cluster.as_ref().unwrap();
+    eventually(SCENARIO, "the roster sees bob", || async {
+        cluster.roster().count_elsewhere("n1") == 1
+    })
+    .await;
+    let after = scrape(&n1).await;
+    let remote = |outcome: &str| {
+        value(
+            &after,
+            &format!("quic_chat_cluster_remote_sends_total{{outcome=\"{outcome}\"}}"),
+        )
+    };
+    assert_eq!(remote("answered"), 3.0);
+    assert_eq!(remote("nobody_there"), 1.0);
+    assert_eq!(remote("no_answer"), 0.0);
+    assert_eq!(value(&after, "quic_chat_cluster_lease_held"), 1.0);
+    assert_eq!(value(&after, "quic_chat_cluster_serving"), 1.0);
+    assert_eq!(value(&after, "quic_chat_cluster_nodes"), 2.0);
+    assert_eq!(value(&after, "quic_chat_cluster_users_elsewhere"), 1.0);
+    assert!(value(&after, "quic_chat_cluster_lease_age_seconds") < 15.0);
+    // The single-node metrics still count: three Delivered, one NotConnected.
+    assert_eq!(
+        value(&after, "quic_chat_sends_total{status=\"delivered\"}"),
+        3.0
+    );
+    n1.stop().await;
+    n2.stop().await;
+}

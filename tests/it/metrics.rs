@@ -69,7 +69,7 @@ fn samples(text: &str) -> HashMap<String, f64> {
 }
 
 /// Scrape `/metrics` of `server`.
-async fn scrape(server: &TestServer) -> HashMap<String, f64> {
+pub(crate) async fn scrape(server: &TestServer) -> HashMap<String, f64> {
     let addr = server.metrics.expect("metrics are on");
     let answer = http(addr, "GET", "/metrics").await;
     assert_eq!(answer.status, 200, "{}", answer.head);
@@ -84,7 +84,7 @@ async fn scrape(server: &TestServer) -> HashMap<String, f64> {
 }
 
 /// The value of `key` in `samples` (a missing one fails the test).
-fn value(samples: &HashMap<String, f64>, key: &str) -> f64 {
+pub(crate) fn value(samples: &HashMap<String, f64>, key: &str) -> f64 {
     *samples
         .get(key)
         .unwrap_or_else(|| panic!("no sample {key} in {samples:#?}"))
@@ -106,6 +106,10 @@ async fn sends_deliveries_registrations_and_stored_mail_are_counted_exactly() {
     }
     assert_eq!(value(&before, "quic_chat_delivery_seconds_count"), 0.0);
     assert_eq!(value(&before, "quic_chat_connections_open"), 0.0);
+    assert!(
+        before.keys().all(|key| !key.contains("cluster")),
+        "no cluster metrics without --cluster"
+    );
 
     // bob registers and leaves; alice and carol stay.
     let bob_key = register(&server, "bob").await;

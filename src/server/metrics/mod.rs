@@ -8,6 +8,7 @@
 //! the store holds, and the admission and TLS counters that already exist,
 //! are read when a scrape asks (`collect.rs`), not maintained per message.
 
+mod cluster;
 mod collect;
 mod exporter;
 mod histogram;
@@ -20,6 +21,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+pub(crate) use cluster::RemoteRoutes;
 pub(crate) use exporter::{bind, serve};
 pub(crate) use histogram::LatencyHistogram;
 
@@ -49,6 +51,8 @@ pub(crate) struct Metrics {
     pub(crate) deliveries: DeliveryMetrics,
     /// Stored mail and late receipts.
     pub(crate) mail: MailMetrics,
+    /// Sends to users of other nodes (counted only in cluster mode).
+    pub(crate) remote: RemoteRoutes,
 }
 
 /// Connection counters.
@@ -193,7 +197,12 @@ pub(crate) struct MailMetrics {
 impl Metrics {
     /// The metrics of a server on `store`, whose admission and TLS counters
     /// are `admission` and `tls` (read at each scrape).
-    pub(crate) fn new(store: Store, admission: Arc<AdmissionStats>, tls: Arc<TlsStats>) -> Self {
+    pub(crate) fn new(
+        store: Store,
+        admission: Arc<AdmissionStats>,
+        tls: Arc<TlsStats>,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
+    ) -> Self {
         let mut registry = Registry::with_prefix("quic_chat");
         let (open, accepted) = (Gauge::default(), Counter::default());
         registry.register(
@@ -291,6 +300,24 @@ impl Metrics {
             admission,
             tls,
         }));
+        let mut remote = RemoteRoutes::default();
+        if let Some(cluster) = cluster {
+            let family = Family::<Label, Counter>::default();
+            registry.register(
+                "cluster_remote_sends",
+                "Sends to users not on this node, by what NATS brought back: answered (by the \
+                 recipient's node), nobody_there (online nowhere), no_answer (in time)",
+                family.clone(),
+            );
+            let handle =
+                |outcome: &'static str| family.get_or_create_owned(&[("outcome", outcome)]);
+            remote = RemoteRoutes {
+                answered: handle("answered"),
+                nobody_there: handle("nobody_there"),
+                no_answer: handle("no_answer"),
+            };
+            registry.register_collector(Box::new(cluster::ClusterScraped { cluster }));
+        }
         Metrics {
             registry,
             connections,
@@ -298,6 +325,7 @@ impl Metrics {
             sends,
             deliveries,
             mail,
+            remote,
         }
     }
 

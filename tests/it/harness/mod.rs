@@ -157,14 +157,24 @@ impl TestServer {
 
     /// A node of the cluster `cluster` (its own directory, default limits).
     pub async fn start_node(cluster: quic_chat::cluster::ClusterConfig) -> Self {
+        Self::start_node_with(cluster, test_limits(), MailConfig::default(), false).await
+    }
+
+    /// A node of `cluster` with these limits and mail, serving metrics if asked.
+    pub async fn start_node_with(
+        cluster: quic_chat::cluster::ClusterConfig,
+        limits: Limits,
+        mail: MailConfig,
+        metrics: bool,
+    ) -> Self {
         let temp_dir = Arc::new(tempfile::tempdir().expect("temp dir"));
         Self::spawn_in(
             temp_dir.path().to_owned(),
             Some(temp_dir),
-            test_limits(),
+            limits,
             AccountsMode::Open,
-            MailConfig::default(),
-            false,
+            mail,
+            metrics,
             Some(cluster),
         )
         .await
