@@ -583,3 +583,161 @@ async fn cluster_metrics_show_remote_routes_the_lease_and_the_nodes() {
     n1.stop().await;
     n2.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_recipient_on_another_node_gets_busy_then_too_slow_as_on_one() {
+    let nats = NatsServer::start();
+    let limits = quic_chat::server::Limits {
+        delivery_timeout: Duration::from_millis(800),
+        recipient_backlog_bytes: 16 * 1024,
+        ..crate::harness::test_limits()
+    };
+    let mail = quic_chat::server::MailConfig::default();
+    let n1 =
+        TestServer::start_node_with(node_config(&nats, "n1"), limits.clone(), mail, false).await;
+    let n2 = TestServer::start_node_with(node_config(&nats, "n2"), limits, mail, false).await;
+    // Registers on n2, then never accepts a delivery stream.
+    let stuck = crate::harness::raw_registered(&n2, "stuck").await;
+    let (alice, _) = guest(&n1, "alice").await;
+    let started = Instant::now();
+    let mut sends = tokio::task::JoinSet::new();
+    for i in 0..120 {
+        let alice = alice.clone();
+        sends.spawn(async move {
+            let sent = Instant::now();
+            let body = format!("message {i} {}", "x".repeat(200));
+            (send(&alice, "stuck", &body).await.1, sent.elapsed())
+        });
+    }
+    let mut statuses = Vec::new();
+    within(SCENARIO, "every send answered", async {
+        while let Some(done) = sends.join_next().await {
+            statuses.push(done.unwrap());
+        }
+    })
+    .await;
+    let busy = statuses
+        .iter()
+        .filter(|(s, _)| *s == Status::RecipientBusy)
+        .count();
+    assert!(busy > 0, "{statuses:?}");
+    let slowest = statuses.iter().map(|(_, took)| *took).max().unwrap();
+    println!("cross-node stuck recipient: {busy} of 120 busy, slowest answer {slowest:?}");
+    for (status, _) in &statuses {
+        assert!(
+            matches!(
+                status,
+                Status::Delivered | Status::RecipientBusy | Status::NotConnected
+            ),
+            "{status:?}"
+        );
+    }
+    assert!(slowest < Duration::from_secs(10));
+    assert_eq!(close_code(&stuck).await, Some(4), "closed with TOO_SLOW");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    n1.stop().await;
+    n2.stop().await;
+}
+
+#[tokio::test]
+async fn ids_are_unique_over_three_nodes_each_restarted_twice() {
+    let nats = NatsServer::start();
+    let mut nodes = nodes(&nats, &["n1", "n2", "n3"]).await;
+    let mut prefixes = std::collections::HashSet::new();
+    let mut ids = std::collections::HashSet::new();
+    for run in 0..3 {
+        for (i, node) in nodes.iter().enumerate() {
+            let (connection, _) = guest(node, &format!("u{i}r{run}")).await;
+            for _ in 0..5 {
+                let (id, _) = send(&connection, "nobody", "x").await;
+                assert!(ids.insert(id), "id {id} twice");
+                prefixes.insert(id >> 40);
+            }
+        }
+        if run < 2 {
+            let mut restarted = Vec::new();
+            for node in nodes {
+                restarted.push(node.restart().await);
+            }
+            nodes = restarted;
+        }
+    }
+    assert_eq!(
+        prefixes.len(),
+        9,
+        "one run number per node run: {prefixes:?}"
+    );
+    for node in nodes {
+        node.stop().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_thousand_users_over_three_nodes_are_listed_alike_on_every_node() {
+    let nats = NatsServer::start();
+    let limits = quic_chat::server::Limits {
+        max_connections_per_ip: 0,
+        ..crate::harness::test_limits()
+    };
+    let mut nodes = Vec::new();
+    for id in ["n1", "n2", "n3"] {
+        let mail = quic_chat::server::MailConfig::default();
+        nodes.push(
+            TestServer::start_node_with(node_config(&nats, id), limits.clone(), mail, false).await,
+        );
+    }
+    // Kept alive: on a slow machine signing everyone in can outlast the idle timeout.
+    let clients: Vec<RawClient> = nodes
+        .iter()
+        .map(|node| {
+            let mut transport = quinn::TransportConfig::default();
+            transport.keep_alive_interval(Some(Duration::from_secs(5)));
+            RawClient::with_transport(node, V2, None, transport)
+        })
+        .collect();
+    let mut connections = Vec::new();
+    let mut expected = Vec::new();
+    let started = Instant::now();
+    for batch in 0..30 {
+        let mut names = Vec::new();
+        for j in 0..100 {
+            let i = batch * 100 + j;
+            let name = if i % 7 == 0 {
+                format!("u.{i:04}-x")
+            } else {
+                format!("u{i:04}")
+            };
+            expected.push(name.clone());
+            names.push((i, name));
+        }
+        let hellos = names
+            .iter()
+            .map(|(i, name)| hello_as(&clients[i % 3], &nodes[i % 3], name));
+        for (connection, reply) in futures_util::future::join_all(hellos).await {
+            assert!(matches!(reply, Reply::Session { .. }), "{reply:?}");
+            connections.push(connection);
+        }
+    }
+    println!(
+        "3,000 users signed in over three nodes in {:?}",
+        started.elapsed()
+    );
+    expected.sort_by_key(|name| name.to_ascii_lowercase());
+    for (i, _) in nodes.iter().enumerate() {
+        let connection = connections[i].clone();
+        let expected = expected.clone();
+        eventually(SCENARIO, "every node lists all 3,000", move || {
+            let (connection, expected) = (connection.clone(), expected.clone());
+            async move { users(&connection).await == expected }
+        })
+        .await;
+    }
+    // A dotted, dashed name routes across nodes.
+    let from = &connections[1]; // on n2
+    let (_, status) = send(from, "U.0000-X", "hi").await;
+    assert_eq!(status, Status::Delivered);
+    drop(connections);
+    for node in nodes {
+        node.stop().await;
+    }
+}
