@@ -15,6 +15,10 @@
 //!   user: each would be a Raft group), and deletes each message once its
 //!   delivery stream was acknowledged.
 //! - Messages live at most the mail lifetime (`max_age`).
+//! - **Late receipts** go to a second stream, `<prefix>_notices`, one
+//!   subject per sender account (`<prefix>.notice.<name key>`, at most
+//!   `notices_per_sender` each, the oldest dropped beyond), a notice record
+//!   each (`store/record.rs`); the sender's node serves them like mail.
 
 use std::time::Duration;
 
@@ -33,6 +37,7 @@ const OP_TIMEOUT: Duration = Duration::from_secs(4);
 pub struct SharedMail {
     js: jetstream::Context,
     stream: stream::Stream,
+    notices: stream::Stream,
     prefix: String,
 }
 
@@ -52,8 +57,10 @@ pub struct MailLimits {
     pub mailbox_messages: i64,
     /// Bytes one stored message may take at most.
     pub message_bytes: i32,
-    /// How long a message is kept.
+    /// How long a message (and a late receipt) is kept.
     pub ttl: Duration,
+    /// Late receipts kept per sender at most.
+    pub notices_per_sender: i64,
 }
 
 fn nats(e: impl std::fmt::Display) -> ClusterError {
@@ -86,15 +93,75 @@ impl SharedMail {
             })
             .await
             .map_err(|e| ClusterError::Nats(format!("cannot open the stream {name}: {e}")))?;
+        let name = format!("{}_notices", config.prefix);
+        let notices = js
+            .get_or_create_stream(stream::Config {
+                name: name.clone(),
+                description: Some("quic-chat late receipts".to_owned()),
+                subjects: vec![format!("{}.notice.>", config.prefix)],
+                storage: stream::StorageType::File,
+                num_replicas: config.replicas,
+                max_age: limits.ttl,
+                max_messages_per_subject: limits.notices_per_sender,
+                max_message_size: 1024,
+                discard: stream::DiscardPolicy::Old,
+                duplicate_window: Duration::from_secs(120),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| ClusterError::Nats(format!("cannot open the stream {name}: {e}")))?;
         Ok(SharedMail {
             js,
             stream,
+            notices,
             prefix: config.prefix.clone(),
         })
     }
 
     fn subject(&self, recipient: &NameKey) -> String {
         format!("{}.mail.{}", self.prefix, name_key(recipient))
+    }
+
+    fn notice_subject(&self, sender: &NameKey) -> String {
+        format!("{}.notice.{}", self.prefix, name_key(sender))
+    }
+
+    /// Keep `notice` (an encoded notice record about message `id`) for the
+    /// account `sender`; kept once JetStream acknowledged it.
+    pub async fn keep_notice(
+        &self,
+        sender: &NameKey,
+        id: u64,
+        notice: Bytes,
+    ) -> Result<(), ClusterError> {
+        let mut headers = async_nats::HeaderMap::new();
+        headers.insert("Nats-Msg-Id", format!("n{id}").as_str());
+        tokio::time::timeout(OP_TIMEOUT, async {
+            self.js
+                .publish_with_headers(self.notice_subject(sender), headers, notice)
+                .await?
+                .await
+        })
+        .await
+        .map_err(|_| nats("no acknowledgement in time"))?
+        .map(drop)
+        .map_err(nats)
+    }
+
+    /// Up to `limit` late receipts kept for `sender` from sequence
+    /// `from_seq` on, in order.
+    pub async fn peek_notices(
+        &self,
+        sender: &NameKey,
+        from_seq: u64,
+        limit: usize,
+    ) -> Result<Vec<(u64, Bytes)>, ClusterError> {
+        read_subject(&self.notices, self.notice_subject(sender), from_seq, limit).await
+    }
+
+    /// Remove the late receipts `seqs` (their sender's connection took them).
+    pub async fn remove_notices(&self, seqs: &[u64]) -> Result<u64, ClusterError> {
+        remove(&self.notices, seqs).await
     }
 
     /// Store `record` (an encoded mail record whose message id is `id`) for
@@ -130,46 +197,17 @@ impl SharedMail {
         from_seq: u64,
         limit: usize,
     ) -> Result<Vec<(u64, Bytes)>, ClusterError> {
-        let subject = self.subject(recipient);
-        let mut page = Vec::new();
-        let mut next = from_seq.max(1);
-        while page.len() < limit {
-            let read = self
-                .stream
-                .raw_message_builder()
-                .next_by_subject(subject.clone())
-                .sequence(next)
-                .send();
-            match tokio::time::timeout(OP_TIMEOUT, read).await {
-                Ok(Ok(message)) => {
-                    next = message.sequence + 1;
-                    page.push((message.sequence, message.payload));
-                }
-                Ok(Err(e)) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => break,
-                Ok(Err(e)) => return Err(nats(e)),
-                Err(_) => return Err(nats("no answer in time")),
-            }
-        }
-        Ok(page)
+        read_subject(&self.stream, self.subject(recipient), from_seq, limit).await
     }
 
     /// Remove the delivered messages `seqs`; how many were still there.
     pub async fn remove(&self, seqs: &[u64]) -> Result<u64, ClusterError> {
-        let mut removed = 0;
-        for &seq in seqs {
-            match tokio::time::timeout(OP_TIMEOUT, self.stream.delete_message(seq)).await {
-                Ok(Ok(true)) => removed += 1,
-                Ok(Ok(false)) => {}
-                // Already gone (expired, or removed by an earlier attempt).
-                Ok(Err(e)) if e.to_string().contains("no message found") => {}
-                Ok(Err(e)) => return Err(nats(e)),
-                Err(_) => return Err(nats("no answer in time")),
-            }
-        }
-        Ok(removed)
+        remove(&self.stream, seqs).await
     }
 
     /// How many messages are stored for `recipient`.
+    ///
+    /// (Counted by the stream's per-subject totals.)
     pub async fn count(&self, recipient: &NameKey) -> Result<u64, ClusterError> {
         use futures_util::StreamExt;
         let subject = self.subject(recipient);
@@ -187,4 +225,49 @@ impl SharedMail {
             .map_err(|_| nats("no answer in time"))?
             .map_err(nats)
     }
+}
+
+/// Up to `limit` messages of `subject` in `stream` from sequence `from_seq`
+/// on, in order, read from the stream's leader.
+async fn read_subject(
+    stream: &stream::Stream,
+    subject: String,
+    from_seq: u64,
+    limit: usize,
+) -> Result<Vec<(u64, Bytes)>, ClusterError> {
+    let mut page = Vec::new();
+    let mut next = from_seq.max(1);
+    while page.len() < limit {
+        let read = stream
+            .raw_message_builder()
+            .next_by_subject(subject.clone())
+            .sequence(next)
+            .send();
+        match tokio::time::timeout(OP_TIMEOUT, read).await {
+            Ok(Ok(message)) => {
+                next = message.sequence + 1;
+                page.push((message.sequence, message.payload));
+            }
+            Ok(Err(e)) if e.kind() == stream::RawMessageErrorKind::NoMessageFound => break,
+            Ok(Err(e)) => return Err(nats(e)),
+            Err(_) => return Err(nats("no answer in time")),
+        }
+    }
+    Ok(page)
+}
+
+/// Remove `seqs` from `stream`; how many were still there.
+async fn remove(stream: &stream::Stream, seqs: &[u64]) -> Result<u64, ClusterError> {
+    let mut removed = 0;
+    for &seq in seqs {
+        match tokio::time::timeout(OP_TIMEOUT, stream.delete_message(seq)).await {
+            Ok(Ok(true)) => removed += 1,
+            Ok(Ok(false)) => {}
+            // Already gone (expired, or removed by an earlier attempt).
+            Ok(Err(e)) if e.to_string().contains("no message found") => {}
+            Ok(Err(e)) => return Err(nats(e)),
+            Err(_) => return Err(nats("no answer in time")),
+        }
+    }
+    Ok(removed)
 }

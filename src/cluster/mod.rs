@@ -33,7 +33,7 @@ pub use lease::{LeaseState, NodeLease};
 pub use mail::{Enqueued, MailLimits, SharedMail};
 pub use names::{name_key, Claim, ClaimError, Holder, Names, TakeOverError};
 pub use roster::{Roster, MAX_NAMES};
-pub use routes::{Control, ControlAnswer, RemoteAnswer};
+pub use routes::{Control, ControlAnswer, RemoteAnswer, NOTICE_BELL};
 
 /// The oldest nats-server cluster mode accepts: per-key TTLs and limit
 /// markers in key-value buckets, and `sync_interval: always`, arrived in 2.11.

@@ -8,7 +8,7 @@
 //!   online nowhere has no subscriber, and NATS answers "no responders" at
 //!   once; a node that dies loses its subscriptions with its connection.
 //!   An empty message there (no reply wanted) says that mail was stored
-//!   for the user: its node drains again.
+//!   for the user: its node drains again; `n` says a late receipt was kept.
 //! - `<prefix>.node.<node id>.control`: each node answers questions about
 //!   its users (`check NAME`: is it connected here? `kick NAME`: close it,
 //!   it signed in elsewhere).
@@ -21,6 +21,10 @@ use bytes::Bytes;
 use super::names::name_key;
 use super::{Cluster, ClusterError};
 use crate::protocol::NameKey;
+
+/// The payload on a user's delivery subject that says a late receipt was
+/// kept for it (a Deliver frame is never one byte).
+pub const NOTICE_BELL: &[u8] = b"n";
 
 /// The queue group of every delivery subscription.
 const QUEUE_GROUP: &str = "deliver";
@@ -150,11 +154,17 @@ impl Cluster {
     /// Tell the node serving `key` (if any) that mail was stored for it:
     /// an empty message on its delivery subject, answered by nobody.
     pub async fn ring(&self, key: &NameKey) {
-        if let Err(e) = self
-            .client
-            .publish(self.dm_subject(key), Bytes::new())
-            .await
-        {
+        self.bell(key, Bytes::new()).await;
+    }
+
+    /// Tell the node serving `key` (if any) that a late receipt was kept
+    /// for it: [`NOTICE_BELL`] on its delivery subject.
+    pub async fn ring_notices(&self, key: &NameKey) {
+        self.bell(key, Bytes::from_static(NOTICE_BELL)).await;
+    }
+
+    async fn bell(&self, key: &NameKey, payload: Bytes) {
+        if let Err(e) = self.client.publish(self.dm_subject(key), payload).await {
             tracing::debug!("cannot ring a mailbox through NATS: {e}");
         }
     }

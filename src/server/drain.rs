@@ -15,7 +15,7 @@ use super::delivery::{self, DeliveryOutcome, Envelope};
 use super::mailbox::Mailbox;
 use super::notices;
 use super::state::State;
-use super::stored::Mail;
+use super::stored::{Drained, Mail};
 use crate::clock::unix_ms;
 use crate::protocol::NameKey;
 
@@ -133,9 +133,9 @@ async fn drain(
 /// A page whose delivery streams are all opened, in order.
 struct Opened {
     /// The deliveries not settled yet.
-    in_flight: JoinSet<(u64, DeliveryOutcome)>,
-    /// The seqs acknowledged so far.
-    acked: Vec<u64>,
+    in_flight: JoinSet<(Drained, DeliveryOutcome)>,
+    /// The messages acknowledged so far.
+    acked: Vec<Drained>,
     /// False once the connection failed or the recipient was too slow.
     go_on: bool,
 }
@@ -162,6 +162,11 @@ async fn open_page(
         if !opened.go_on {
             break;
         }
+        let drained = Drained {
+            seq,
+            id: record.id,
+            sender_account: record.sender_account.clone(),
+        };
         let envelope = Envelope {
             id: record.id,
             from: &record.from,
@@ -185,7 +190,7 @@ async fn open_page(
             let outcome = tokio::time::timeout(deadline, delivery::write_and_wait(stream, frame))
                 .await
                 .unwrap_or(DeliveryOutcome::TimedOut);
-            (seq, outcome)
+            (drained, outcome)
         });
     }
     opened
@@ -223,8 +228,8 @@ async fn settle_page(
 /// Record what became of one drained message; whether to go on draining.
 fn settle(
     mailbox: &Mailbox,
-    outcome: Option<(u64, DeliveryOutcome)>,
-    acked: &mut Vec<u64>,
+    outcome: Option<(Drained, DeliveryOutcome)>,
+    acked: &mut Vec<Drained>,
 ) -> bool {
     match outcome {
         Some((message, DeliveryOutcome::Acked)) => {

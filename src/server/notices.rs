@@ -67,27 +67,20 @@ pub(crate) async fn serve(
     from_seq: &mut u64,
 ) {
     loop {
-        let store = mail.store.clone();
-        let page = tokio::task::spawn_blocking({
-            let from = *from_seq;
-            move || store.peek_notices(&key, from, PAGE)
-        })
-        .await;
-        let page = match page {
-            Ok(Ok(page)) => page,
-            Ok(Err(e)) => {
+        let page = match mail.peek_notices(key, *from_seq, PAGE).await {
+            Ok(page) => page,
+            Err(e) => {
                 // They stay kept, for the next session.
                 tracing::error!("cannot read kept receipts: {e}");
                 return;
             }
-            Err(_) => return,
         };
         if let Some(&(last, _)) = page.last() {
             *from_seq = last + 1;
             let (acked, go_on) = deliver_page(&state, &mailbox, page).await;
             mail.metrics.receipts_sent.inc_by(acked.len() as u64);
             if !acked.is_empty() {
-                if let Err(e) = mail.writer.ack_notices(key, acked).await {
+                if let Err(e) = mail.ack_notices(key, acked).await {
                     tracing::error!("cannot remove delivered receipts: {e}");
                 }
             }

@@ -260,6 +260,13 @@ impl Remote {
             }
             return;
         }
+        if request.payload.as_ref() == cluster::NOTICE_BELL {
+            // A late receipt was kept for this account.
+            if let Some(mailbox) = self.local.lookup(&key).filter(|m| m.is_account()) {
+                mailbox.ring_notices();
+            }
+            return;
+        }
         let Ok(frame) = codec::decode_deliver(&request.payload) else {
             // No node sends that: leave the sender to its timeout.
             warn!("a delivery through NATS was not a Deliver frame; dropped");

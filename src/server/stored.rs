@@ -13,8 +13,20 @@ use super::metrics::MailMetrics;
 use crate::cluster::Cluster;
 use crate::protocol::{NameKey, Status};
 use crate::store::{
-    Acked, Enqueue, Enqueued, MailCaps, MailRecord, MailWriter, Store, StoreError, Told,
+    Acked, Enqueue, Enqueued, MailCaps, MailRecord, MailWriter, NoticeRecord, Store, StoreError,
+    Told,
 };
+
+/// A stored message whose delivery was acknowledged, as its removal needs it.
+#[derive(Debug, Clone)]
+pub(crate) struct Drained {
+    /// Its place in the store.
+    pub(crate) seq: u64,
+    /// Its message id.
+    pub(crate) id: u64,
+    /// Its sender's account (lowercased), owed a late receipt.
+    pub(crate) sender_account: Option<String>,
+}
 
 /// Why stored mail could not be read or removed.
 #[derive(Debug, thiserror::Error)]
@@ -200,24 +212,105 @@ impl Mail {
             .map_err(MailError::from)
     }
 
-    /// Remove the delivered messages `seqs` of `key` at `now_ms`; who is owed
-    /// a late receipt (not across a cluster yet).
+    /// Remove the delivered messages of `key` at `now_ms`; who is owed a
+    /// late receipt. In a cluster, each sender account's receipt is kept
+    /// (and its node rung) before the message is removed, so a crash in
+    /// between sends both again rather than neither.
     pub(crate) async fn ack(
         &self,
         key: NameKey,
-        seqs: Vec<u64>,
+        drained: Vec<Drained>,
         now_ms: u64,
     ) -> Result<Acked, MailError> {
+        let Some(cluster) = self
+            .shared
+            .as_ref()
+            .filter(|cluster| cluster.mail().is_some())
+        else {
+            let seqs = drained.iter().map(|drained| drained.seq).collect();
+            return self
+                .writer
+                .ack(key, seqs, now_ms)
+                .await
+                .map_err(MailError::Writer);
+        };
+        let Some(stream) = cluster.mail() else {
+            return Ok(Acked::default());
+        };
+        let mut senders: Vec<NameKey> = Vec::new();
+        for drained in &drained {
+            let Some(sender) = drained.sender_account.as_deref() else {
+                continue;
+            };
+            let Ok(sender) = NameKey::new(sender) else {
+                continue;
+            };
+            let notice = crate::store::NoticeRecord {
+                id: drained.id,
+                outcome: crate::store::NoticeOutcome::Delivered,
+                made_ms: now_ms,
+            };
+            let record =
+                bytes::Bytes::copy_from_slice(&crate::store::encode_notice_record(&notice));
+            stream.keep_notice(&sender, drained.id, record).await?;
+            if !senders.contains(&sender) {
+                senders.push(sender);
+            }
+        }
+        for sender in &senders {
+            cluster.ring_notices(sender).await;
+        }
+        let seqs: Vec<u64> = drained.iter().map(|drained| drained.seq).collect();
+        let removed = stream.remove(&seqs).await?;
+        Ok(Acked {
+            removed,
+            told: Told {
+                senders: senders.iter().map(|key| key.as_str().to_owned()).collect(),
+                guests: Vec::new(),
+            },
+        })
+    }
+
+    /// Up to `n` late receipts kept for the account `sender` from sequence
+    /// `from_seq` on, in order.
+    pub(crate) async fn peek_notices(
+        &self,
+        sender: NameKey,
+        from_seq: u64,
+        n: usize,
+    ) -> Result<Vec<(u64, NoticeRecord)>, MailError> {
         if let Some(stream) = self.shared.as_ref().and_then(|cluster| cluster.mail()) {
-            let removed = stream.remove(&seqs).await?;
-            return Ok(Acked {
-                removed,
-                told: Told::default(),
-            });
+            let page = stream.peek_notices(&sender, from_seq, n).await?;
+            let mut notices = Vec::with_capacity(page.len());
+            for (seq, bytes) in page {
+                match crate::store::decode_notice_record(&bytes) {
+                    Ok(notice) => notices.push((seq, notice)),
+                    Err(e) => tracing::error!("skipping damaged late receipt {seq}: {e}"),
+                }
+            }
+            return Ok(notices);
+        }
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.peek_notices(&sender, from_seq, n))
+            .await
+            .map_err(|_| MailError::Damaged("the store task failed".into()))?
+            .map_err(MailError::from)
+    }
+
+    /// Remove the late receipts `seqs` of `sender` (its connection took them).
+    pub(crate) async fn ack_notices(
+        &self,
+        sender: NameKey,
+        seqs: Vec<u64>,
+    ) -> Result<(), MailError> {
+        if let Some(stream) = self.shared.as_ref().and_then(|cluster| cluster.mail()) {
+            stream.remove_notices(&seqs).await?;
+            return Ok(());
         }
         self.writer
-            .ack(key, seqs, now_ms)
+            .ack_notices(sender, seqs)
             .await
+            .map(drop)
             .map_err(MailError::Writer)
     }
 

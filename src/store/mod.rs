@@ -57,6 +57,16 @@ pub(crate) fn decode_mail_record(bytes: &[u8]) -> Result<MailRecord, StoreError>
     record::decode_mail(bytes).map_err(|e| StoreError::Corrupt(format!("a mail record: {e}")))
 }
 
+/// A late receipt's record bytes.
+pub(crate) fn encode_notice_record(notice: &NoticeRecord) -> [u8; 18] {
+    record::encode_notice(notice)
+}
+
+/// A late receipt from its record bytes.
+pub(crate) fn decode_notice_record(bytes: &[u8]) -> Result<NoticeRecord, StoreError> {
+    record::decode_notice(bytes).map_err(|e| StoreError::Corrupt(format!("a notice record: {e}")))
+}
+
 /// An account record's bytes.
 pub(crate) fn encode_account_record(account: &AccountRecord) -> Vec<u8> {
     record::encode_account(account)

@@ -741,3 +741,69 @@ async fn three_thousand_users_over_three_nodes_are_listed_alike_on_every_node() 
         node.stop().await;
     }
 }
+
+/// The next pushed late receipt.
+async fn next_receipt(connection: &quinn::Connection) -> (u64, Status) {
+    match decode(&next_push(connection).await).unwrap() {
+        Push::Receipt { id, status } => (id, status),
+        other => panic!("a receipt, not {other:?}"),
+    }
+}
+
+/// An account session on `node`, retried while its name is still held by
+/// a session that is ending.
+async fn sign_in(node: &TestServer, key: &DeviceKey, name: &str) -> quinn::Connection {
+    let client = RawClient::new(node, V2, Some(key));
+    within(SCENARIO, "sign in", async {
+        loop {
+            match hello_as(&client, node, name).await {
+                (connection, Reply::Session { .. }) => return connection,
+                (_, Reply::Refused { .. }) => {}
+                (_, other) => panic!("{other:?}"),
+            }
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn late_receipts_reach_the_sender_on_its_node_now_or_at_its_next_session() {
+    let nats = NatsServer::start();
+    let [n1, n2]: [TestServer; 2] = nodes(&nats, &["n1", "n2"]).await.try_into().ok().unwrap();
+    let (alice_key, bob_key) = (DeviceKey::new(), DeviceKey::new());
+    sign_in(&n2, &bob_key, "bob")
+        .await
+        .close(0u32.into(), b"bye");
+    let alice = sign_in(&n1, &alice_key, "alice").await;
+    let first = within(SCENARIO, "bob offline", async {
+        loop {
+            let (id, status) = send(&alice, "bob", "one").await;
+            if status == Status::Queued {
+                return id;
+            }
+        }
+    })
+    .await;
+    // bob drains on n2 while alice is online on n1: her receipt comes at once.
+    let bob = sign_in(&n2, &bob_key, "bob").await;
+    assert_eq!(next_deliver(&bob).await.0, first);
+    assert_eq!(next_receipt(&alice).await, (first, Status::Delivered));
+    bob.close(0u32.into(), b"bye");
+    // Now alice is offline when bob drains: her receipt waits for her next session.
+    let second = within(SCENARIO, "bob offline again", async {
+        loop {
+            let (id, status) = send(&alice, "bob", "two").await;
+            if status == Status::Queued {
+                return id;
+            }
+        }
+    })
+    .await;
+    alice.close(0u32.into(), b"bye");
+    let bob = sign_in(&n1, &bob_key, "bob").await;
+    assert_eq!(next_deliver(&bob).await.0, second);
+    let alice = sign_in(&n2, &alice_key, "alice").await;
+    assert_eq!(next_receipt(&alice).await, (second, Status::Delivered));
+    n1.stop().await;
+    n2.stop().await;
+}
