@@ -175,6 +175,17 @@ impl NodeLease {
         self.serving.clone()
     }
 
+    /// Whether this node may serve its users at this instant: its lease is
+    /// held and was renewed less than two thirds of its lifetime ago. Unlike
+    /// [`NodeLease::serving`], which the renewal loop updates after each
+    /// attempt, this reads the clock, so a node that was suspended (SIGSTOP,
+    /// a paused VM) and wakes with a stale lease knows it at once, before
+    /// the loop has run again.
+    pub fn serving_now(&self) -> bool {
+        let state = self.state();
+        state.held && state.renewed.elapsed() < fence_after(self.ttl)
+    }
+
     /// This run's incarnation now (it changes when the node comes back from
     /// a fence).
     pub fn incarnation(&self) -> u64 {

@@ -245,12 +245,15 @@ impl Cluster {
                     found: server_version,
                 });
             }
-            let lease = NodeLease::take(client.clone(), config).await?;
-            let names = Names::open(client.clone(), config).await?;
-            let epoch = next_epoch(client.clone(), config).await?;
-            let accounts = accounts::SharedAccounts::open(client.clone(), config).await?;
+            let lease = until_ready(|| NodeLease::take(client.clone(), config)).await?;
+            let names = until_ready(|| Names::open(client.clone(), config)).await?;
+            let epoch = until_ready(|| next_epoch(client.clone(), config)).await?;
+            let accounts =
+                until_ready(|| accounts::SharedAccounts::open(client.clone(), config)).await?;
             let mail = match config.mail {
-                Some(limits) => Some(SharedMail::open(client.clone(), config, limits).await?),
+                Some(limits) => {
+                    Some(until_ready(|| SharedMail::open(client.clone(), config, limits)).await?)
+                }
                 None => None,
             };
             let stop = CancellationToken::new();
@@ -356,6 +359,38 @@ impl Cluster {
         self.stop.cancel();
         self.lease.release().await;
         let _ = self.client.flush().await;
+    }
+}
+
+/// How often a step of joining is tried while JetStream is not ready for it.
+const READY_ATTEMPTS: usize = 20;
+
+/// How long a step of joining waits before it is tried again.
+const READY_PAUSE: Duration = Duration::from_millis(100);
+
+/// Run a step of joining again while NATS answers "no responders": a bucket
+/// another node has just created is not served by every server of a NATS
+/// cluster yet (its copies are still being placed), which nodes starting
+/// together meet. Nothing was written then, so trying again is safe; any
+/// other error is returned at once, the last one after
+/// [`READY_ATTEMPTS`].
+async fn until_ready<T, F, Fut>(mut step: F) -> Result<T, ClusterError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, ClusterError>>,
+{
+    let mut attempt = 1;
+    loop {
+        match step().await {
+            Err(ClusterError::Nats(e))
+                if e.contains("no responders") && attempt < READY_ATTEMPTS =>
+            {
+                tracing::debug!("JetStream is not ready yet ({e}); trying again");
+                attempt += 1;
+                tokio::time::sleep(READY_PAUSE).await;
+            }
+            done => return done,
+        }
     }
 }
 

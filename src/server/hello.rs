@@ -177,6 +177,18 @@ pub(crate) async fn admit(
             return None;
         }
     };
+    // A fenced node (cut off from its cluster) admits nobody, at once.
+    if presence_is_fenced(state) {
+        refuse(
+            &connection,
+            send,
+            version,
+            Refusal::ClusterUnavailable,
+            metrics,
+        )
+        .await;
+        return None;
+    }
     // A v1 connection's certificate is ignored: its user is a guest.
     let device = (version >= Version::V2)
         .then(|| peer_fingerprint(&connection))
@@ -309,6 +321,14 @@ async fn read_hello(
         Ok(_) => Err(HelloError::Protocol("the first request must be Hello")),
         Err(_) => Err(HelloError::Protocol("malformed Hello")),
     }
+}
+
+/// Whether this server is a node of a cluster that stopped serving.
+fn presence_is_fenced(state: &State) -> bool {
+    state
+        .presence
+        .remote()
+        .is_some_and(|remote| !remote.serving())
 }
 
 /// The case-insensitive key of an acceptable Hello, or why it is refused.

@@ -28,6 +28,18 @@ const CLAIM_TIMEOUT: Duration = Duration::from_secs(5);
 /// trips through NATS), still well inside the 10 s every Send is answered in.
 const REMOTE_MARGIN: Duration = Duration::from_secs(1);
 
+/// The pauses before a delivery nobody took is tried again, while a live
+/// node claims the name (300 ms in all, inside the 10 s every Send is
+/// answered in): a node whose NATS server died has its subscriptions back
+/// on another server within milliseconds. A name online nowhere is not
+/// tried again.
+const RESUBSCRIBE_PAUSES: [Duration; 4] = [
+    Duration::from_millis(20),
+    Duration::from_millis(40),
+    Duration::from_millis(80),
+    Duration::from_millis(160),
+];
+
 /// How often a claim is tried again when the claim changed under it.
 const CLAIM_ROUNDS: usize = 3;
 
@@ -117,9 +129,11 @@ impl Remote {
         &self.cluster
     }
 
-    /// Whether this node may serve users now (its lease is held and fresh).
+    /// Whether this node may serve users now (its lease is held and fresh,
+    /// by the clock now, and it is not fencing).
     pub(crate) fn serving(&self) -> bool {
-        *self.cluster.lease().serving().borrow()
+        let lease = self.cluster.lease();
+        lease.serving_now() && *lease.serving().borrow()
     }
 
     /// Claim `key` (registered as `name`) in the whole cluster for a
@@ -212,10 +226,20 @@ impl Remote {
         let mut frame = BytesMut::with_capacity(header.len() + body.len());
         frame.extend_from_slice(&header);
         frame.extend_from_slice(&body);
-        let answer = self
-            .cluster
-            .deliver(key, frame.freeze(), self.delivery_timeout + REMOTE_MARGIN)
-            .await;
+        let frame = frame.freeze();
+        let timeout = self.delivery_timeout + REMOTE_MARGIN;
+        let mut answer = self.cluster.deliver(key, frame.clone(), timeout).await;
+        // Nobody took it, yet a live node claims the name: its subscription
+        // may be moving to another NATS server (its own server died, it is
+        // reconnecting), which takes milliseconds. Ask again for a moment
+        // before calling the user offline.
+        for pause in RESUBSCRIBE_PAUSES {
+            if answer != RemoteAnswer::NobodyThere || !self.held_elsewhere(key) {
+                break;
+            }
+            tokio::time::sleep(pause).await;
+            answer = self.cluster.deliver(key, frame.clone(), timeout).await;
+        }
         let routes = &self.metrics.remote;
         match answer {
             RemoteAnswer::Answered(byte) => {
@@ -231,6 +255,16 @@ impl Remote {
                 Some(DeliveryOutcome::TimedOut)
             }
         }
+    }
+
+    /// Whether the replica of the cluster's names says another live node
+    /// holds `key`.
+    fn held_elsewhere(&self, key: &NameKey) -> bool {
+        let me = self.cluster.node_id().as_str();
+        self.cluster
+            .roster()
+            .holder(&cluster::name_key(key))
+            .is_some_and(|holder| holder.node != me)
     }
 
     /// Take the deliveries other nodes send to `key` until `stop`.
@@ -273,7 +307,11 @@ impl Remote {
             return;
         };
         let id = frame.id;
-        let outcome = match self.local.lookup(&key) {
+        // A node whose lease is stale delivers nothing: it is about to close
+        // its users, and the name may already be another node's (a node that
+        // wakes from a suspension finds the requests of the whole pause
+        // waiting, their senders long answered).
+        let outcome = match self.local.lookup(&key).filter(|_| self.serving()) {
             Some(mailbox) => {
                 let outcome = mailbox
                     .deliver_frame(

@@ -7,6 +7,7 @@ mod bench;
 mod cli;
 mod cluster;
 mod cluster_chat;
+mod cluster_faults;
 mod codec_props;
 mod crash;
 mod faults;

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 pub mod nats;
 pub mod process;
+pub mod proxy;
 pub mod v2;
 
 /// The bound every scenario runs in unless it says otherwise.

@@ -266,3 +266,57 @@ fn read_all(mut pipe: impl std::io::Read + Send + 'static) -> std::thread::JoinH
         bytes
     })
 }
+
+/// Start `quic-chat server --port 0` as cluster node `node` (NATS at `nats`,
+/// comma-separated, plus `extra` arguments) in `dir`, with its certificates
+/// and data there; returns it, where it listens and its CA file.
+pub(crate) fn start_cluster_node(
+    dir: &Path,
+    nats: &str,
+    node: &str,
+    extra: &[&str],
+) -> (Proc, std::net::SocketAddr, std::path::PathBuf) {
+    let mut args = vec![
+        "server",
+        "--port",
+        "0",
+        "--bind",
+        "127.0.0.1",
+        "--cert-dir",
+        "certs",
+        "--data-dir",
+        "data",
+        "--cluster",
+        nats,
+        "--node-id",
+        node,
+    ];
+    args.extend_from_slice(extra);
+    let server = Proc::spawn(&args, dir, Stdio::piped());
+    let joined = server.line();
+    assert!(
+        joined.starts_with(&format!("joined the cluster as node {node} (NATS ")),
+        "{joined}"
+    );
+    let listening = server.line();
+    let addr = listening
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("unexpected line {listening:?}"))
+        .parse()
+        .unwrap();
+    let ca_line = server.line();
+    let ca = ca_line
+        .strip_prefix("CA certificate for clients: ")
+        .unwrap_or_else(|| panic!("unexpected line {ca_line:?}"));
+    (server, addr, dir.join(ca))
+}
+
+/// Send `signal` (`-STOP`, `-CONT`, `-KILL`, …) to `child` with kill(1).
+pub(crate) fn signal(child: &Child, signal: &str) {
+    let status = output_within(
+        Command::new("kill").arg(signal).arg(child.id().to_string()),
+        Duration::from_secs(5),
+    )
+    .status;
+    assert!(status.success(), "kill {signal} {}", child.id());
+}

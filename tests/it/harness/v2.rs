@@ -53,8 +53,19 @@ impl RawClient {
         device: Option<&DeviceKey>,
         transport: quinn::TransportConfig,
     ) -> Self {
+        Self::trusting(&server.ca, alpn, device, transport)
+    }
+
+    /// A client of any server whose CA certificate is the file `ca` (say, a
+    /// server process), with the given transport settings.
+    pub fn trusting(
+        ca: &std::path::Path,
+        alpn: &[u8],
+        device: Option<&DeviceKey>,
+        transport: quinn::TransportConfig,
+    ) -> Self {
         let mut roots = rustls::RootCertStore::empty();
-        for cert in quic_chat::tls::read_chain(&server.ca).unwrap() {
+        for cert in quic_chat::tls::read_chain(ca).unwrap() {
             roots.add(cert).unwrap();
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
@@ -82,10 +93,15 @@ impl RawClient {
 
     /// A new connection to `server`, nothing sent yet.
     pub async fn connect(&self, server: &TestServer) -> quinn::Connection {
+        self.connect_to(server.addr).await
+    }
+
+    /// A new connection to the server at `addr`, nothing sent yet.
+    pub async fn connect_to(&self, addr: std::net::SocketAddr) -> quinn::Connection {
         within(
             SCENARIO,
             "raw handshake",
-            self.endpoint.connect(server.addr, "localhost").unwrap(),
+            self.endpoint.connect(addr, "localhost").unwrap(),
         )
         .await
         .expect("handshake")
