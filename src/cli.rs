@@ -82,6 +82,13 @@ pub struct BenchArgs {
     /// Extra argument for the child server (repeatable), e.g. --server-arg=--max-streams=200.
     #[arg(long = "server-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub server_args: Vec<String>,
+    /// Connect the receivers (pairs, fanin) to this server instead, e.g. a
+    /// second node of a cluster, so every message crosses nodes.
+    #[arg(long, value_name = "ADDR", requires_all = ["server", "receivers_ca"])]
+    pub receivers_at: Option<String>,
+    /// CA file for --receivers-at.
+    #[arg(long, value_name = "FILE", requires = "receivers_at")]
+    pub receivers_ca: Option<PathBuf>,
 }
 
 impl BenchArgs {
@@ -101,6 +108,7 @@ impl BenchArgs {
             tls_resumption: !self.no_resume,
             progress: !self.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
             server_args: self.server_args,
+            receivers_at: self.receivers_at.zip(self.receivers_ca),
         }
     }
 }

@@ -78,6 +78,10 @@ pub struct BenchConfig {
     pub progress: bool,
     /// Extra arguments for the child server.
     pub server_args: Vec<String>,
+    /// Another server (address and CA) the receivers of `pairs` and `fanin`
+    /// connect to, for example a second node of a cluster: the messages
+    /// then cross from `server`'s node to this one.
+    pub receivers_at: Option<(String, PathBuf)>,
 }
 
 /// Why a benchmark could not run.
@@ -146,8 +150,19 @@ pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
         (None, None) => None,
     };
     let meter = Meter::new(server_pid, config.progress);
+    let receivers = match &config.receivers_at {
+        Some((addr, ca)) => {
+            let mut rx_config = ClientConfig::new(addr.clone(), "bench", ca.clone());
+            rx_config.tls_resumption = config.tls_resumption;
+            Some(Connector::new(&rx_config).await?)
+        }
+        None => None,
+    };
     let result = match config.workload {
-        Workload::Pairs | Workload::Fanin => workloads::messages(config, &connector, &meter).await,
+        Workload::Pairs | Workload::Fanin => {
+            let rx = receivers.as_ref().unwrap_or(&connector);
+            workloads::messages(config, &connector, rx, &meter).await
+        }
         Workload::Connect => workloads::connect(config, &connector, &meter).await,
         Workload::Idle => workloads::idle(config, &connector, &meter).await,
         Workload::Queued => store::queued(config, &client_config, &meter).await,
@@ -159,6 +174,9 @@ pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
         report.server_rss_kib = meter.server_rss().map(|b| b / 1024);
     }
     connector.wait_idle(Duration::from_secs(3)).await;
+    if let Some(receivers) = receivers {
+        receivers.wait_idle(Duration::from_secs(3)).await;
+    }
     if let Some(child) = child {
         child.stop().await;
     }

@@ -82,10 +82,13 @@ impl Phase {
     }
 }
 
-/// `pairs` (each sender to its own receiver) or `fanin` (every sender to one receiver).
+/// `pairs` (each sender to its own receiver) or `fanin` (every sender to one
+/// receiver); the receivers connect through `rx_connector` (the same server,
+/// or another node of its cluster).
 pub async fn messages(
     config: &BenchConfig,
     connector: &Connector,
+    rx_connector: &Connector,
     meter: &Meter,
 ) -> Result<Report, BenchError> {
     let senders = config.clients.max(1);
@@ -97,7 +100,7 @@ pub async fn messages(
     let run = std::process::id();
     let mut inboxes = Vec::new();
     for r in 0..receivers {
-        inboxes.push(connector.connect(&format!("rx{r}-{run}")).await?);
+        inboxes.push(rx_connector.connect(&format!("rx{r}-{run}")).await?);
     }
     let mut clients = Vec::new();
     for s in 0..senders {

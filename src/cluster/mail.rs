@@ -14,7 +14,9 @@
 //!   subject from the stream leader in sequence order (no consumer per
 //!   user: each would be a Raft group), and deletes each message once its
 //!   delivery stream was acknowledged.
-//! - Messages live at most the mail lifetime (`max_age`).
+//! - Messages live the mail lifetime: the nodes' sweep removes expired
+//!   ones (and keeps their senders' `Expired` receipts); JetStream's own
+//!   `max_age`, a little longer, is the backstop.
 //! - **Late receipts** go to a second stream, `<prefix>_notices`, one
 //!   subject per sender account (`<prefix>.notice.<name key>`, at most
 //!   `notices_per_sender` each, the oldest dropped beyond), a notice record
@@ -28,6 +30,9 @@ use bytes::Bytes;
 use super::names::name_key;
 use super::{ClusterConfig, ClusterError};
 use crate::protocol::NameKey;
+
+/// How long JetStream remembers a `Nats-Msg-Id` (at most the streams' max_age).
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 
 /// How long one publish or read may take.
 const OP_TIMEOUT: Duration = Duration::from_secs(4);
@@ -57,8 +62,12 @@ pub struct MailLimits {
     pub mailbox_messages: i64,
     /// Bytes one stored message may take at most.
     pub message_bytes: i32,
-    /// How long a message (and a late receipt) is kept.
+    /// How long a late receipt is kept.
     pub ttl: Duration,
+    /// How long JetStream keeps a message: a little longer than the mail
+    /// lifetime, so that the nodes' sweep finds it expired first and tells
+    /// its sender.
+    pub keep_for: Duration,
     /// Late receipts kept per sender at most.
     pub notices_per_sender: i64,
 }
@@ -83,12 +92,12 @@ impl SharedMail {
                 subjects: vec![format!("{}.mail.>", config.prefix)],
                 storage: stream::StorageType::File,
                 num_replicas: config.replicas,
-                max_age: limits.ttl,
+                max_age: limits.keep_for,
                 max_messages_per_subject: limits.mailbox_messages,
                 max_message_size: limits.message_bytes,
                 discard: stream::DiscardPolicy::New,
                 discard_new_per_subject: true,
-                duplicate_window: Duration::from_secs(120),
+                duplicate_window: DUPLICATE_WINDOW.min(limits.keep_for),
                 ..Default::default()
             })
             .await
@@ -105,7 +114,7 @@ impl SharedMail {
                 max_messages_per_subject: limits.notices_per_sender,
                 max_message_size: 1024,
                 discard: stream::DiscardPolicy::Old,
-                duplicate_window: Duration::from_secs(120),
+                duplicate_window: DUPLICATE_WINDOW.min(limits.ttl),
                 ..Default::default()
             })
             .await
@@ -198,6 +207,13 @@ impl SharedMail {
         limit: usize,
     ) -> Result<Vec<(u64, Bytes)>, ClusterError> {
         read_subject(&self.stream, self.subject(recipient), from_seq, limit).await
+    }
+
+    /// The oldest stored message, of any recipient, from sequence `from_seq`
+    /// on: (sequence, record).
+    pub async fn oldest(&self, from_seq: u64) -> Result<Option<(u64, Bytes)>, ClusterError> {
+        let all = format!("{}.mail.>", self.prefix);
+        Ok(read_subject(&self.stream, all, from_seq, 1).await?.pop())
     }
 
     /// Remove the delivered messages `seqs`; how many were still there.

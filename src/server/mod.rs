@@ -117,6 +117,7 @@ impl Server {
                 // A stored message is at most a frame plus its record's header.
                 message_bytes: 128 << 10,
                 ttl: mail.ttl,
+                keep_for: mail.ttl + 2 * sweeper::interval_for(mail.ttl) + Duration::from_secs(60),
                 notices_per_sender: crate::store::NOTICES_PER_SENDER as i64,
             });
         }

@@ -28,6 +28,14 @@ pub(crate) struct Drained {
     pub(crate) sender_account: Option<String>,
 }
 
+/// Who `senders` are, as [`Told`] names them.
+fn told_of(senders: &[NameKey]) -> Told {
+    Told {
+        senders: senders.iter().map(|key| key.as_str().to_owned()).collect(),
+        guests: Vec::new(),
+    }
+}
+
 /// Why stored mail could not be read or removed.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum MailError {
@@ -269,6 +277,62 @@ impl Mail {
                 guests: Vec::new(),
             },
         })
+    }
+
+    /// In a cluster: remove up to `limit` stored messages accepted at or
+    /// before `cutoff`, oldest first, keeping each sender account's
+    /// `Expired` receipt (made at `now_ms`) first and ringing its node.
+    /// Several nodes may sweep at once: a receipt kept twice is stored once
+    /// (its `Nats-Msg-Id`). Returns how many were removed, who was told,
+    /// and whether more may be expired.
+    pub(crate) async fn sweep_shared(
+        &self,
+        cutoff: u64,
+        now_ms: u64,
+        limit: usize,
+    ) -> Result<(u64, Told, bool), MailError> {
+        let Some((cluster, stream)) = self
+            .shared
+            .as_ref()
+            .and_then(|cluster| cluster.mail().map(|stream| (cluster, stream)))
+        else {
+            return Ok((0, Told::default(), false));
+        };
+        let (mut removed, mut senders, mut from) = (0, Vec::<NameKey>::new(), 1);
+        for _ in 0..limit {
+            let Some((seq, bytes)) = stream.oldest(from).await? else {
+                return Ok((removed, told_of(&senders), false));
+            };
+            from = seq + 1;
+            let sender = match crate::store::decode_mail_record(&bytes) {
+                Ok(record) if record.sent_at_ms > cutoff => {
+                    return Ok((removed, told_of(&senders), false));
+                }
+                Ok(record) => record
+                    .sender_account
+                    .as_deref()
+                    .and_then(|sender| NameKey::new(sender).ok())
+                    .map(|sender| (sender, record.id)),
+                // A damaged record has no sender to tell; it goes too.
+                Err(_) => None,
+            };
+            if let Some((sender, id)) = sender {
+                let notice = crate::store::NoticeRecord {
+                    id,
+                    outcome: crate::store::NoticeOutcome::Expired,
+                    made_ms: now_ms,
+                };
+                let record =
+                    bytes::Bytes::copy_from_slice(&crate::store::encode_notice_record(&notice));
+                stream.keep_notice(&sender, id, record).await?;
+                if !senders.contains(&sender) {
+                    cluster.ring_notices(&sender).await;
+                    senders.push(sender);
+                }
+            }
+            removed += stream.remove(&[seq]).await?;
+        }
+        Ok((removed, told_of(&senders), true))
     }
 
     /// Up to `n` late receipts kept for the account `sender` from sequence

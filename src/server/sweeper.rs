@@ -37,6 +37,9 @@ pub(crate) async fn run(state: Arc<State>, mail: Mail, stop: CancellationToken) 
 
 /// One sweep: everything that has expired by now, in bounded transactions.
 async fn sweep(state: &State, mail: &Mail) {
+    if mail.shared.is_some() {
+        return sweep_shared(state, mail).await;
+    }
     loop {
         let now = unix_ms();
         match mail
@@ -61,6 +64,33 @@ async fn sweep(state: &State, mail: &Mail) {
                     state.limits.delivery_timeout,
                 );
                 if !swept.more {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::error!("cannot expire stored mail: {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// One sweep of a cluster's shared mail (every node sweeps; see
+/// [`Mail::sweep_shared`]).
+async fn sweep_shared(state: &State, mail: &Mail) {
+    loop {
+        let now = unix_ms();
+        match mail
+            .sweep_shared(mail.expiry_cutoff(now), now, SWEEP_LIMIT)
+            .await
+        {
+            Ok((expired, told, more)) => {
+                mail.metrics.expired.inc_by(expired);
+                if expired > 0 {
+                    tracing::info!(messages = expired, "expired stored mail");
+                }
+                notices::tell(&state.presence, mail, &told, state.limits.delivery_timeout);
+                if !more {
                     return;
                 }
             }

@@ -807,3 +807,42 @@ async fn late_receipts_reach_the_sender_on_its_node_now_or_at_its_next_session()
     n1.stop().await;
     n2.stop().await;
 }
+
+#[tokio::test]
+async fn mail_past_its_lifetime_is_swept_and_its_sender_told_expired_across_nodes() {
+    let nats = NatsServer::start();
+    let mail = quic_chat::server::MailConfig {
+        ttl: Duration::from_secs(2),
+        ..Default::default()
+    };
+    let limits = crate::harness::test_limits();
+    let n1 =
+        TestServer::start_node_with(node_config(&nats, "n1"), limits.clone(), mail, false).await;
+    let n2 = TestServer::start_node_with(node_config(&nats, "n2"), limits, mail, false).await;
+    let (alice_key, bob_key) = (DeviceKey::new(), DeviceKey::new());
+    sign_in(&n2, &bob_key, "bob")
+        .await
+        .close(0u32.into(), b"bye");
+    let alice = sign_in(&n1, &alice_key, "alice").await;
+    let id = within(SCENARIO, "bob offline", async {
+        loop {
+            let (id, status) = send(&alice, "bob", "too late").await;
+            if status == Status::Queued {
+                return id;
+            }
+        }
+    })
+    .await;
+    let queued_at = Instant::now();
+    assert_eq!(next_receipt(&alice).await, (id, Status::Expired));
+    let took = queued_at.elapsed();
+    println!("a 2 s message was swept, its sender told Expired, after {took:?}");
+    assert!(took >= Duration::from_millis(1900), "{took:?}");
+    let bob = sign_in(&n2, &bob_key, "bob").await;
+    // Nothing is left for bob: a message sent now is the first he gets.
+    let (fresh, status) = send(&alice, "bob", "now").await;
+    assert_eq!(status, Status::Delivered);
+    assert_eq!(next_deliver(&bob).await.0, fresh);
+    n1.stop().await;
+    n2.stop().await;
+}
