@@ -198,35 +198,35 @@ pub struct ServerArgs {
     /// asks for a day at least, shorter is for trying it out.
     #[arg(long, value_name = "DURATION", default_value = "7d", value_parser = parse_mail_ttl)]
     pub mail_ttl: Duration,
-    /// Join a cluster through these NATS servers (comma-separated URLs).
-    /// Under construction: a node takes its node lease only; users, names
-    /// and mail are not shared yet (docs/CLUSTER.md). Without it, nothing
-    /// connects to NATS.
-    #[arg(long, value_name = "URLS", hide = true, value_delimiter = ',')]
+    /// Run as a node of a cluster that shares users, names, accounts and
+    /// mail through these NATS servers (comma-separated URLs, nats-server
+    /// 2.11+ with JetStream; docs/CLUSTER.md). Without it, nothing connects
+    /// to NATS.
+    #[arg(long, value_name = "URLS", value_delimiter = ',')]
     pub cluster: Vec<String>,
     /// This node's id in the cluster (1 to 32 of a-z, 0-9, -).
-    #[arg(long, value_name = "ID", hide = true, requires = "cluster")]
+    #[arg(long, value_name = "ID", requires = "cluster")]
     pub node_id: Option<crate::cluster::NodeId>,
     /// Prefix of the cluster's NATS subjects and key-value buckets (1 to 32
     /// of a-z, 0-9, _ and -), so several clusters can share one NATS.
-    #[arg(long, value_name = "PREFIX", hide = true, default_value = "qc", value_parser = parse_prefix)]
+    #[arg(long, value_name = "PREFIX", default_value = "qc", value_parser = parse_prefix)]
     pub cluster_prefix: String,
     /// How long a node's lease lives without renewal: a node killed without
     /// warning frees its users' names this long after, and a node that
     /// cannot reach NATS for two thirds of it closes its connections first.
-    #[arg(long, value_name = "DURATION", hide = true, default_value = "15s", value_parser = parse_lease)]
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = parse_lease)]
     pub cluster_lease: Duration,
     /// Copies NATS keeps of each of the cluster's buckets: 1 on a single
     /// NATS server, 3 on a NATS cluster of three or more.
-    #[arg(long, value_name = "N", hide = true, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
     pub cluster_replicas: u8,
     /// A NATS credentials file (.creds: user JWT and NKey seed), if the NATS
     /// servers ask for one.
-    #[arg(long, value_name = "FILE", hide = true, requires = "cluster")]
+    #[arg(long, value_name = "FILE", requires = "cluster")]
     pub cluster_credentials: Option<std::path::PathBuf>,
     /// Require TLS to NATS and check the servers' certificates against this
     /// CA certificate (PEM).
-    #[arg(long, value_name = "FILE", hide = true, requires = "cluster")]
+    #[arg(long, value_name = "FILE", requires = "cluster")]
     pub cluster_tls_ca: Option<std::path::PathBuf>,
     /// Serve Prometheus metrics over HTTP at http://ADDR/metrics, e.g.
     /// 127.0.0.1:9464 (port 0 picks a free one). Off by default: without it

@@ -846,3 +846,73 @@ async fn mail_past_its_lifetime_is_swept_and_its_sender_told_expired_across_node
     n1.stop().await;
     n2.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_runs_pairs_across_two_nodes() {
+    use crate::harness::process::{output_within, BIN};
+    let nats = NatsServer::start();
+    let limits = quic_chat::server::Limits {
+        max_connections_per_ip: 0,
+        ..crate::harness::test_limits()
+    };
+    let mail = quic_chat::server::MailConfig::default();
+    let n1 =
+        TestServer::start_node_with(node_config(&nats, "n1"), limits.clone(), mail, false).await;
+    let n2 = TestServer::start_node_with(node_config(&nats, "n2"), limits, mail, false).await;
+    let (a1, ca1, a2, ca2) = (
+        n1.addr.to_string(),
+        n1.ca.display().to_string(),
+        n2.addr.to_string(),
+        n2.ca.display().to_string(),
+    );
+    let output = tokio::task::spawn_blocking(move || {
+        output_within(
+            std::process::Command::new(BIN).args([
+                "bench",
+                "-w",
+                "pairs",
+                "-n",
+                "2",
+                "--in-flight",
+                "4",
+                "-d",
+                "1",
+                "--warmup",
+                "0.2",
+                "--json",
+                &a1,
+                "--ca",
+                &ca1,
+                "--receivers-at",
+                &a2,
+                "--receivers-ca",
+                &ca2,
+            ]),
+            Duration::from_secs(60),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(String::from_utf8(output.stdout).unwrap().trim()).unwrap();
+    assert!(report["count"].as_u64().unwrap() > 10, "{report}");
+    // Every message crossed: n1's NATS client published them.
+    let published = n1
+        .cluster
+        .as_ref()
+        .unwrap()
+        .statistics()
+        .out_messages
+        .load(Ordering::Relaxed);
+    assert!(
+        published >= report["count"].as_u64().unwrap(),
+        "{published} {report}"
+    );
+    n1.stop().await;
+    n2.stop().await;
+}
