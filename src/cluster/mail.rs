@@ -222,25 +222,32 @@ impl SharedMail {
     }
 
     /// How many messages are stored for `recipient`.
-    ///
-    /// (Counted by the stream's per-subject totals.)
     pub async fn count(&self, recipient: &NameKey) -> Result<u64, ClusterError> {
-        use futures_util::StreamExt;
-        let subject = self.subject(recipient);
-        let counting = async {
-            let mut subjects = self.stream.info_with_subjects(subject.as_str()).await?;
-            let mut total = 0u64;
-            while let Some(entry) = subjects.next().await {
-                let (_, count) = entry?;
-                total += count as u64;
-            }
-            Ok::<_, async_nats::jetstream::stream::InfoError>(total)
-        };
-        tokio::time::timeout(OP_TIMEOUT, counting)
-            .await
-            .map_err(|_| nats("no answer in time"))?
-            .map_err(nats)
+        count_subject(&self.stream, self.subject(recipient)).await
     }
+
+    /// How many late receipts are kept for `sender`.
+    pub async fn count_notices(&self, sender: &NameKey) -> Result<u64, ClusterError> {
+        count_subject(&self.notices, self.notice_subject(sender)).await
+    }
+}
+
+/// How many messages `stream` holds on `subject` (its per-subject totals).
+async fn count_subject(stream: &stream::Stream, subject: String) -> Result<u64, ClusterError> {
+    use futures_util::StreamExt;
+    let counting = async {
+        let mut subjects = stream.info_with_subjects(subject.as_str()).await?;
+        let mut total = 0u64;
+        while let Some(entry) = subjects.next().await {
+            let (_, count) = entry?;
+            total += count as u64;
+        }
+        Ok::<_, async_nats::jetstream::stream::InfoError>(total)
+    };
+    tokio::time::timeout(OP_TIMEOUT, counting)
+        .await
+        .map_err(|_| nats("no answer in time"))?
+        .map_err(nats)
 }
 
 /// Up to `limit` messages of `subject` in `stream` from sequence `from_seq`

@@ -302,8 +302,8 @@ const GUEST_RECEIPT_DEADLINE: std::time::Duration = std::time::Duration::from_se
 pub(crate) struct Waiting {
     /// Stored messages waiting for it.
     pub(crate) messages: u64,
-    /// Their bytes, as stored.
-    pub(crate) bytes: u64,
+    /// Their bytes, as stored (unknown for a cluster's shared mail).
+    pub(crate) bytes: Option<u64>,
     /// Late receipts kept for it as a sender.
     pub(crate) receipts: u64,
 }
@@ -311,8 +311,17 @@ pub(crate) struct Waiting {
 impl Operator {
     /// What the store holds for `key`; `None` when the server keeps no mail.
     pub(crate) async fn waiting(&self, key: NameKey) -> Result<Option<Waiting>, StoreError> {
-        if self.mail.is_none() {
+        let Some(mail) = &self.mail else {
             return Ok(None);
+        };
+        if let Some(stream) = mail.shared.as_ref().and_then(|cluster| cluster.mail()) {
+            let unavailable =
+                |e: crate::cluster::ClusterError| StoreError::Unavailable(e.to_string());
+            return Ok(Some(Waiting {
+                messages: stream.count(&key).await.map_err(unavailable)?,
+                bytes: None,
+                receipts: stream.count_notices(&key).await.map_err(unavailable)?,
+            }));
         }
         self.accounts
             .book
@@ -320,7 +329,7 @@ impl Operator {
                 let mailbox = store.mailbox_count(&key)?;
                 Ok(Some(Waiting {
                     messages: mailbox.messages,
-                    bytes: mailbox.bytes,
+                    bytes: Some(mailbox.bytes),
                     receipts: store.notice_count(&key)?,
                 }))
             })

@@ -218,11 +218,15 @@ fn account_line(account: &AccountRecord, operator: &Operator) -> String {
 /// `stored: 3 messages (1,204 bytes) waiting for it, 2 receipts for its sender`.
 fn waiting_line(waiting: super::accounts::Waiting) -> String {
     let plural = |n: u64| if n == 1 { "" } else { "s" };
+    // A cluster's stream counts messages per recipient, not their bytes.
+    let bytes = waiting
+        .bytes
+        .map(|bytes| format!(" ({bytes} bytes)"))
+        .unwrap_or_default();
     format!(
-        "stored: {} message{} ({} bytes) for it, {} late receipt{} for it as a sender",
+        "stored: {} message{}{bytes} for it, {} late receipt{} for it as a sender",
         waiting.messages,
         plural(waiting.messages),
-        waiting.bytes,
         waiting.receipts,
         plural(waiting.receipts)
     )

@@ -414,6 +414,11 @@ async fn mail_queued_on_one_node_is_drained_on_another_in_order_after_the_first_
     // The node it was sent through goes away; the mail does not.
     drop(alice);
     n1.stop().await;
+    let shown = n2.console("account bob").await;
+    assert!(
+        shown.contains("  stored: 20 messages for it, 0 late receipts for it as a sender"),
+        "{shown}"
+    );
     let (bob, reply) = hello_as(&RawClient::new(&n2, V2, Some(&bob_key)), &n2, "bob").await;
     match reply {
         Reply::Session {
@@ -914,5 +919,29 @@ async fn bench_runs_pairs_across_two_nodes() {
         "{published} {report}"
     );
     n1.stop().await;
+    n2.stop().await;
+}
+
+#[tokio::test]
+async fn a_node_that_exits_frees_its_users_names_at_once() {
+    let nats = NatsServer::start();
+    let [n1, n2]: [TestServer; 2] = nodes(&nats, &["n1", "n2"]).await.try_into().ok().unwrap();
+    let (_alice, _) = guest(&n1, "alice").await;
+    let (bob, _) = guest(&n2, "bob").await;
+    // EXIT on n1's console (a graceful stop): its lease and claims go.
+    let stopped = Instant::now();
+    n1.stop().await;
+    let (_, status) = send(&bob, "alice", "still there?").await;
+    assert_eq!(status, Status::NotConnected);
+    let client = RawClient::new(&n2, V2, None);
+    let (_, reply) = hello_as(&client, &n2, "alice").await;
+    println!(
+        "a name of a node that exited was free after {:?}",
+        stopped.elapsed()
+    );
+    assert!(
+        matches!(reply, Reply::Session { .. }),
+        "free at once: {reply:?}"
+    );
     n2.stop().await;
 }
