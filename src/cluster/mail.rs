@@ -62,6 +62,9 @@ pub struct MailLimits {
     pub mailbox_messages: i64,
     /// Bytes one stored message may take at most.
     pub message_bytes: i32,
+    /// Bytes all stored messages may take together (a full store refuses
+    /// new ones: RecipientBusy).
+    pub store_bytes: i64,
     /// How long a late receipt is kept.
     pub ttl: Duration,
     /// How long JetStream keeps a message: a little longer than the mail
@@ -95,6 +98,7 @@ impl SharedMail {
                 max_age: limits.keep_for,
                 max_messages_per_subject: limits.mailbox_messages,
                 max_message_size: limits.message_bytes,
+                max_bytes: limits.store_bytes,
                 discard: stream::DiscardPolicy::New,
                 discard_new_per_subject: true,
                 duplicate_window: DUPLICATE_WINDOW.min(limits.keep_for),
@@ -193,7 +197,13 @@ impl SharedMail {
         .map_err(|_| nats("no acknowledgement in time"))?;
         match published {
             Ok(ack) => Ok(Enqueued::Stored(ack.sequence)),
-            Err(e) if e.to_string().contains("maximum messages per subject") => Ok(Enqueued::Full),
+            // The recipient's mailbox, or the whole store, is full.
+            Err(e)
+                if e.to_string().contains("maximum messages per subject")
+                    || e.to_string().contains("maximum bytes") =>
+            {
+                Ok(Enqueued::Full)
+            }
             Err(e) => Err(nats(e)),
         }
     }

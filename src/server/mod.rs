@@ -116,6 +116,7 @@ impl Server {
                 mailbox_messages: i64::try_from(mail.mailbox_max_messages).unwrap_or(i64::MAX),
                 // A stored message is at most a frame plus its record's header.
                 message_bytes: 128 << 10,
+                store_bytes: i64::try_from(mail.store_max_bytes).unwrap_or(i64::MAX),
                 ttl: mail.ttl,
                 keep_for: mail.ttl + 2 * sweeper::interval_for(mail.ttl) + Duration::from_secs(60),
                 notices_per_sender: crate::store::NOTICES_PER_SENDER as i64,

@@ -945,3 +945,50 @@ async fn a_node_that_exits_frees_its_users_names_at_once() {
     );
     n2.stop().await;
 }
+
+#[tokio::test]
+async fn a_full_mailbox_in_the_cluster_is_recipient_busy_not_evicted() {
+    let nats = NatsServer::start();
+    let mail = quic_chat::server::MailConfig {
+        mailbox_max_messages: 3,
+        ..Default::default()
+    };
+    let limits = crate::harness::test_limits();
+    let n1 =
+        TestServer::start_node_with(node_config(&nats, "n1"), limits.clone(), mail, false).await;
+    let n2 = TestServer::start_node_with(node_config(&nats, "n2"), limits, mail, false).await;
+    let (alice_key, bob_key) = (DeviceKey::new(), DeviceKey::new());
+    sign_in(&n2, &bob_key, "bob")
+        .await
+        .close(0u32.into(), b"bye");
+    let alice = sign_in(&n1, &alice_key, "alice").await;
+    let first = within(SCENARIO, "bob offline", async {
+        loop {
+            let (id, status) = send(&alice, "bob", "0").await;
+            if status == Status::Queued {
+                return id;
+            }
+        }
+    })
+    .await;
+    let mut kept = vec![first];
+    for i in 1..3 {
+        let (id, status) = send(&alice, "bob", &i.to_string()).await;
+        assert_eq!(status, Status::Queued);
+        kept.push(id);
+    }
+    assert_eq!(
+        send(&alice, "bob", "one too many").await.1,
+        Status::RecipientBusy
+    );
+    let bob = sign_in(&n2, &bob_key, "bob").await;
+    for id in kept {
+        assert_eq!(
+            next_deliver(&bob).await.0,
+            id,
+            "the first three, none evicted"
+        );
+    }
+    n1.stop().await;
+    n2.stop().await;
+}
