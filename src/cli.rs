@@ -82,6 +82,10 @@ pub struct BenchArgs {
     /// Extra argument for the child server (repeatable), e.g. --server-arg=--max-streams=200.
     #[arg(long = "server-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub server_args: Vec<String>,
+    /// The bench's client: `ours` (this project's transport settings) or
+    /// `plain` (quinn's defaults, as a third-party client would have).
+    #[arg(long, value_enum, default_value = "ours")]
+    pub client: crate::bench::ClientKind,
     /// Connect the receivers (pairs, fanin) to this server instead, e.g. a
     /// second node of a cluster, so every message crosses nodes.
     #[arg(long, value_name = "ADDR", requires_all = ["server", "receivers_ca"])]
@@ -109,6 +113,7 @@ impl BenchArgs {
             progress: !self.json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
             server_args: self.server_args,
             receivers_at: self.receivers_at.zip(self.receivers_ca),
+            client: self.client,
         }
     }
 }

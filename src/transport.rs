@@ -144,6 +144,12 @@ pub(crate) fn client(keep_alive: Duration, idle_timeout: Duration) -> Arc<Transp
     Arc::new(transport)
 }
 
+/// quinn's default client transport settings, untouched: what a third-party
+/// client that never tuned them has (`bench --client plain`).
+pub(crate) fn plain_client() -> Arc<TransportConfig> {
+    Arc::new(TransportConfig::default())
+}
+
 /// Ask peers that support the ACK-frequency extension to acknowledge promptly,
 /// so that `Delivered` receipts are not held up by the peer's delayed-ACK timer.
 fn prompt_acks() -> AckFrequencyConfig {

@@ -18,6 +18,29 @@ use crate::client::{ClientConfig, ClientError, Connector};
 pub use report::Report;
 use server_process::{ServerProcess, ServerProcessError};
 
+/// Which client the bench is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum ClientKind {
+    /// This project's client transport settings (ACK frequency, sparse ACKs,
+    /// path-MTU discovery).
+    #[default]
+    Ours,
+    /// quinn's default transport settings, as a third-party client written
+    /// from docs/PROTOCOL.md would have: no ACK-frequency negotiation, the
+    /// default ACK delay.
+    Plain,
+}
+
+impl ClientKind {
+    /// The kind's name, as reports show it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientKind::Ours => "ours",
+            ClientKind::Plain => "plain",
+        }
+    }
+}
+
 /// What to measure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Workload {
@@ -78,6 +101,8 @@ pub struct BenchConfig {
     pub progress: bool,
     /// Extra arguments for the child server.
     pub server_args: Vec<String>,
+    /// Which client transport settings the bench's connections use.
+    pub client: ClientKind,
     /// Another server (address and CA) the receivers of `pairs` and `fanin`
     /// connect to, for example a second node of a cluster: the messages
     /// then cross from `server`'s node to this one.
@@ -142,6 +167,7 @@ pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     };
     let mut client_config = ClientConfig::new(addr, "bench", ca);
     client_config.tls_resumption = config.tls_resumption;
+    client_config.plain_transport = config.client == ClientKind::Plain;
     let connector = Connector::new(&client_config).await?;
     let server_pid = match (&child, config.server_pid) {
         (Some(child), _) => Some(child.pid()),
@@ -154,6 +180,7 @@ pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
         Some((addr, ca)) => {
             let mut rx_config = ClientConfig::new(addr.clone(), "bench", ca.clone());
             rx_config.tls_resumption = config.tls_resumption;
+            rx_config.plain_transport = config.client == ClientKind::Plain;
             Some(Connector::new(&rx_config).await?)
         }
         None => None,
@@ -170,6 +197,7 @@ pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
     };
     meter.finish();
     let mut report = result?;
+    report.client = config.client.name().to_owned();
     if report.server_rss_kib.is_none() {
         report.server_rss_kib = meter.server_rss().map(|b| b / 1024);
     }

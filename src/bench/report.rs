@@ -7,6 +7,9 @@ use serde::Serialize;
 pub struct Report {
     /// `pairs`, `fanin`, `connect`, `idle`, `queued` or `drain`.
     pub workload: String,
+    /// The bench's clients: `ours` (this project's transport settings) or
+    /// `plain` (quinn's defaults, as a third-party client).
+    pub client: String,
     /// Senders (pairs, fanin), concurrent connectors (connect) or connections (idle).
     pub clients: usize,
     /// Sends in flight per sender.
@@ -79,6 +82,7 @@ impl Report {
     pub fn table(&self) -> String {
         let mut rows: Vec<(String, String)> = vec![
             ("workload".into(), self.workload.clone()),
+            ("client".into(), self.client.clone()),
             ("clients".into(), self.clients.to_string()),
         ];
         if ["pairs", "fanin", "queued", "drain"].contains(&self.workload.as_str()) {

@@ -32,6 +32,9 @@ pub struct ClientConfig {
     pub keep_alive: Duration,
     /// How long without hearing from the server before the connection counts as lost.
     pub idle_timeout: Duration,
+    /// Use quinn's default transport settings (as a third-party client
+    /// would) instead of this project's (for `bench --client plain`).
+    pub plain_transport: bool,
 }
 
 impl ClientConfig {
@@ -53,6 +56,7 @@ impl ClientConfig {
             tls_resumption: true,
             keep_alive: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
+            plain_transport: false,
         }
     }
 }

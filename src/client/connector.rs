@@ -46,10 +46,11 @@ impl Connector {
             config.identity.as_ref(),
         )?;
         let mut client_config = quinn::ClientConfig::new(crypto);
-        client_config.transport_config(crate::transport::client(
-            config.keep_alive,
-            config.idle_timeout,
-        ));
+        client_config.transport_config(if config.plain_transport {
+            crate::transport::plain_client()
+        } else {
+            crate::transport::client(config.keep_alive, config.idle_timeout)
+        });
         let local: SocketAddr = if addr.is_ipv6() {
             (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
         } else {

@@ -204,3 +204,34 @@ fn a_running_servers_mailbox_cap_shows_in_the_store_counts() {
     assert!(stored > 0 && stored <= 2 * 40, "{report}");
     assert_eq!(count(&report, "drained"), stored, "{report}");
 }
+
+#[test]
+fn pairs_with_a_plain_quinn_client_reports_the_same_figures() {
+    let report = bench(&[
+        "-w",
+        "pairs",
+        "-n",
+        "2",
+        "--in-flight",
+        "4",
+        "-d",
+        "1",
+        "--client",
+        "plain",
+    ]);
+    assert_eq!(report["client"], "plain", "{report}");
+    assert!(report["count"].as_u64().unwrap() > 10, "{report}");
+    assert_eq!(
+        report["statuses"]["delivered"],
+        report["statuses"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|v| v.as_u64().unwrap())
+            .sum::<u64>(),
+        "{report}"
+    );
+    assert_server_measured(&report);
+    let ours = bench(&["-w", "pairs", "-n", "1", "-d", "0.3"]);
+    assert_eq!(ours["client"], "ours");
+}
