@@ -113,6 +113,11 @@ impl SharedAccounts {
         staged.load(name)
     }
 
+    /// Whether an account is registered under `name` (one read).
+    pub(crate) async fn exists(&self, name: &NameKey) -> Result<bool, StoreError> {
+        Ok(read(&self.bucket, &account_key(name)).await?.is_some())
+    }
+
     /// The account `fingerprint` belongs to, if any.
     pub(crate) async fn account_of(
         &self,

@@ -134,7 +134,19 @@ impl NodeLease {
                     _ = ticks.tick() => {}
                 }
                 let attempt = tokio::time::timeout(every, renew(&bucket, &node, &state, fenced));
-                match attempt.await {
+                tokio::pin!(attempt);
+                // The fence does not wait for a slow attempt: when the lease
+                // turns stale during one, this node stops serving then.
+                let stale_at =
+                    tokio::time::Instant::from_std(lock(&state).renewed + fence_after(ttl));
+                let outcome = tokio::select! {
+                    outcome = &mut attempt => outcome,
+                    () = tokio::time::sleep_until(stale_at), if !fenced => {
+                        serving.send_if_modified(|current| std::mem::replace(current, false));
+                        attempt.await
+                    }
+                };
+                match outcome {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => tracing::warn!(%node, "cannot renew the node lease: {e}"),
                     Err(_) => tracing::warn!(%node, "renewing the node lease timed out"),
@@ -263,6 +275,8 @@ async fn renew(
         before.incarnation
     };
     let value = incarnation.to_string();
+    // The lease is as fresh as the moment the write left, not its answer.
+    let sent = Instant::now();
     let written = if before.held {
         bucket
             .update(node.as_str(), value.clone().into(), before.revision)
@@ -288,7 +302,7 @@ async fn renew(
         Ok(revision) => {
             *lock(state) = LeaseState {
                 revision,
-                renewed: Instant::now(),
+                renewed: sent,
                 held: true,
                 incarnation,
             };

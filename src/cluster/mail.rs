@@ -291,9 +291,12 @@ async fn read_subject(
 
 /// Remove `seqs` from `stream`; how many were still there.
 async fn remove(stream: &stream::Stream, seqs: &[u64]) -> Result<u64, ClusterError> {
+    let deleting = seqs
+        .iter()
+        .map(|&seq| tokio::time::timeout(OP_TIMEOUT, stream.delete_message(seq)));
     let mut removed = 0;
-    for &seq in seqs {
-        match tokio::time::timeout(OP_TIMEOUT, stream.delete_message(seq)).await {
+    for deleted in futures_util::future::join_all(deleting).await {
+        match deleted {
             Ok(Ok(true)) => removed += 1,
             Ok(Ok(false)) => {}
             // Already gone (expired, or removed by an earlier attempt).

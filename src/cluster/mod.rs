@@ -33,7 +33,7 @@ pub use lease::{LeaseState, NodeLease};
 pub use mail::{Enqueued, MailLimits, SharedMail};
 pub use names::{name_key, Claim, ClaimError, Holder, Names, TakeOverError};
 pub use roster::{Roster, MAX_NAMES};
-pub use routes::{Control, ControlAnswer, RemoteAnswer, NOTICE_BELL};
+pub use routes::{Control, ControlAnswer, NameSubscriptions, RemoteAnswer, NOTICE_BELL};
 
 /// The oldest nats-server cluster mode accepts: per-key TTLs and limit
 /// markers in key-value buckets, and `sync_interval: always`, arrived in 2.11.
@@ -437,10 +437,9 @@ async fn next_epoch(
                     .ok()
                     .and_then(|text| text.parse().ok())
                     .ok_or_else(|| nats(&"the counter is not a number"))?;
-                let next = last + 1;
-                if next > MAX_EPOCH {
+                let Some(next) = last.checked_add(1).filter(|next| *next <= MAX_EPOCH) else {
                     return Err(nats(&"the counter is exhausted"));
-                }
+                };
                 bucket
                     .update(EPOCH_KEY, next.to_string().into(), entry.revision)
                     .await

@@ -74,9 +74,14 @@ pub fn name_key(name: &NameKey) -> String {
 
 /// A claim's holder, from its value; `None` for bytes no node writes.
 pub(crate) fn holder(value: &[u8]) -> Option<Holder> {
+    // A node id (32), an incarnation (20), a name (32) and two spaces.
+    if value.len() > 86 {
+        return None;
+    }
     let text = std::str::from_utf8(value).ok()?;
     let mut parts = text.splitn(3, ' ');
     let node = parts.next()?;
+    node.parse::<super::NodeId>().ok()?;
     let incarnation = parts.next()?.parse().ok()?;
     let name = parts.next()?;
     NameKey::new(name).ok()?;

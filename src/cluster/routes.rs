@@ -7,8 +7,9 @@
 //!   a delivery stream and answers one byte, what became of it. A name
 //!   online nowhere has no subscriber, and NATS answers "no responders" at
 //!   once; a node that dies loses its subscriptions with its connection.
-//!   An empty message there (no reply wanted) says that mail was stored
-//!   for the user: its node drains again; `n` says a late receipt was kept.
+//! - `<prefix>.bell.<name key>`: the user's node(s) also hear bells there,
+//!   with no reply: an empty message says that mail was stored for the user
+//!   (its node drains again), `n` that a late receipt was kept.
 //! - `<prefix>.node.<node id>.control`: each node answers questions about
 //!   its users (`check NAME`: is it connected here? `kick NAME`: close it,
 //!   it signed in elsewhere).
@@ -22,12 +23,21 @@ use super::names::name_key;
 use super::{Cluster, ClusterError};
 use crate::protocol::NameKey;
 
-/// The payload on a user's delivery subject that says a late receipt was
-/// kept for it (a Deliver frame is never one byte).
+/// The bell that says a late receipt was kept for the user.
 pub const NOTICE_BELL: &[u8] = b"n";
 
 /// The queue group of every delivery subscription.
 const QUEUE_GROUP: &str = "deliver";
+
+/// A user's subscriptions on its node: delivery requests, and bells.
+#[derive(Debug)]
+pub struct NameSubscriptions {
+    /// `<prefix>.dm.<name key>`, in the delivery queue group.
+    pub deliveries: Subscriber,
+    /// `<prefix>.bell.<name key>`: an empty message (mail was stored) or
+    /// [`NOTICE_BELL`] (a late receipt was kept).
+    pub bells: Subscriber,
+}
 
 /// What a node answered to a delivery request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,19 +121,28 @@ impl Cluster {
         format!("{}.node.{node}.control", self.prefix)
     }
 
-    /// Take deliveries for `key` on this node: the subscription is in place
-    /// at NATS when this returns, and ends when the subscriber is dropped.
-    pub async fn serve_name(&self, key: &NameKey) -> Result<Subscriber, ClusterError> {
-        let subscriber = self
+    fn bell_subject(&self, key: &NameKey) -> String {
+        format!("{}.bell.{}", self.prefix, name_key(key))
+    }
+
+    /// Take deliveries and bells for `key` on this node: both subscriptions
+    /// are in place at NATS when this returns, and end when dropped. Bells
+    /// are not in a queue group: while an account moves, both its old and
+    /// its new node hear them (only the one holding it acts).
+    pub async fn serve_name(&self, key: &NameKey) -> Result<NameSubscriptions, ClusterError> {
+        let nats = |e: &dyn std::fmt::Display| ClusterError::Nats(e.to_string());
+        let deliveries = self
             .client
             .queue_subscribe(self.dm_subject(key), QUEUE_GROUP.to_owned())
             .await
-            .map_err(|e| ClusterError::Nats(e.to_string()))?;
-        self.client
-            .flush()
+            .map_err(|e| nats(&e))?;
+        let bells = self
+            .client
+            .subscribe(self.bell_subject(key))
             .await
-            .map_err(|e| ClusterError::Nats(e.to_string()))?;
-        Ok(subscriber)
+            .map_err(|e| nats(&e))?;
+        self.client.flush().await.map_err(|e| nats(&e))?;
+        Ok(NameSubscriptions { deliveries, bells })
     }
 
     /// Ask the node serving `key` to deliver `frame` (a whole `Deliver`
@@ -152,19 +171,19 @@ impl Cluster {
     }
 
     /// Tell the node serving `key` (if any) that mail was stored for it:
-    /// an empty message on its delivery subject, answered by nobody.
+    /// an empty message on its bell subject, answered by nobody.
     pub async fn ring(&self, key: &NameKey) {
         self.bell(key, Bytes::new()).await;
     }
 
     /// Tell the node serving `key` (if any) that a late receipt was kept
-    /// for it: [`NOTICE_BELL`] on its delivery subject.
+    /// for it: [`NOTICE_BELL`] on its bell subject.
     pub async fn ring_notices(&self, key: &NameKey) {
         self.bell(key, Bytes::from_static(NOTICE_BELL)).await;
     }
 
     async fn bell(&self, key: &NameKey, payload: Bytes) {
-        if let Err(e) = self.client.publish(self.dm_subject(key), payload).await {
+        if let Err(e) = self.client.publish(self.bell_subject(key), payload).await {
             tracing::debug!("cannot ring a mailbox through NATS: {e}");
         }
     }

@@ -226,14 +226,19 @@ impl Mailbox {
         metrics: &DeliveryMetrics,
     ) -> DeliveryOutcome {
         let started = tokio::time::Instant::now();
-        let outcome = match tokio::time::timeout(deadline, self.until_live()).await {
-            Ok(()) => {
-                let left = deadline.saturating_sub(started.elapsed());
-                let cost = frame.len();
-                self.try_deliver(cost, [frame, bytes::Bytes::new()], left, metrics)
-                    .await
-            }
-            Err(_) => DeliveryOutcome::TimedOut,
+        // Charged before waiting, so what waits is bounded by the backlog.
+        let cost = u32::try_from(frame.len() + DELIVERY_OVERHEAD_BYTES).unwrap_or(u32::MAX);
+        let outcome = match self.backlog.try_acquire_many(cost) {
+            Err(TryAcquireError::NoPermits) => DeliveryOutcome::Busy,
+            Err(TryAcquireError::Closed) => DeliveryOutcome::Lost,
+            Ok(_permit) => match tokio::time::timeout(deadline, self.until_live()).await {
+                Ok(()) => {
+                    let left = deadline.saturating_sub(started.elapsed());
+                    self.send_charged([frame, bytes::Bytes::new()], left, metrics)
+                        .await
+                }
+                Err(_) => DeliveryOutcome::TimedOut,
+            },
         };
         metrics.ended(outcome);
         outcome
@@ -267,6 +272,17 @@ impl Mailbox {
             // The user left: the mailbox was closed.
             Err(TryAcquireError::Closed) => return DeliveryOutcome::Lost,
         };
+        self.send_charged(frame, deadline, metrics).await
+    }
+
+    /// Send a delivery whose backlog is charged; a recipient that cannot
+    /// take it in time is closed with TOO_SLOW.
+    async fn send_charged(
+        &self,
+        frame: [bytes::Bytes; 2],
+        deadline: Duration,
+        metrics: &DeliveryMetrics,
+    ) -> DeliveryOutcome {
         let outcome =
             delivery::send_within(&self.connection, frame, deadline, &metrics.latency).await;
         if outcome == DeliveryOutcome::TimedOut {

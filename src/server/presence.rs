@@ -85,14 +85,21 @@ impl Presence {
         }
         let claimed = self.local.claim(key, Arc::clone(&mailbox))?;
         let remote = match &self.remote {
-            Some(remote) => {
-                // Dropping the local registration on failure frees the name here.
-                Some(
-                    remote
-                        .claim(key, &mailbox.name, mailbox.is_account())
-                        .await?,
-                )
-            }
+            Some(remote) => match remote.claim(key, &mailbox.name, mailbox.is_account()).await {
+                Ok(claim) => Some(claim),
+                Err(e) => {
+                    // Dropping the local registration frees the name here; an
+                    // older connection it replaced (already closed to senders)
+                    // must not linger unregistered.
+                    if let Some(older) = &claimed.replaced {
+                        older.disconnect(
+                            crate::protocol::CloseCode::Replaced,
+                            "signed in elsewhere",
+                        );
+                    }
+                    return Err(e);
+                }
+            },
             None => None,
         };
         let elsewhere = self.remote.as_ref().map_or(0, |remote| {

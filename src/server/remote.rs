@@ -153,8 +153,8 @@ impl Remote {
         let claim = tokio::time::timeout(CLAIM_TIMEOUT, self.claim_name(key, name, account))
             .await
             .unwrap_or(Err(ClaimError::Unavailable))?;
-        let subscriber = match self.cluster.serve_name(&key).await {
-            Ok(subscriber) => subscriber,
+        let subscriptions = match self.cluster.serve_name(&key).await {
+            Ok(subscriptions) => subscriptions,
             Err(e) => {
                 warn!("cannot take deliveries for {name}: {e}");
                 let _ = self.cluster.names().release(&claim).await;
@@ -162,7 +162,7 @@ impl Remote {
             }
         };
         let inbox = CancellationToken::new();
-        tokio::spawn(Arc::clone(self).serve_inbox(key, subscriber, inbox.clone()));
+        tokio::spawn(Arc::clone(self).serve_inbox(key, subscriptions, inbox.clone()));
         Ok(RemoteClaim {
             remote: Arc::clone(self),
             claim,
@@ -271,39 +271,56 @@ impl Remote {
     async fn serve_inbox(
         self: Arc<Self>,
         key: NameKey,
-        mut subscriber: async_nats::Subscriber,
+        subscriptions: cluster::NameSubscriptions,
         stop: CancellationToken,
     ) {
+        let cluster::NameSubscriptions {
+            mut deliveries,
+            mut bells,
+        } = subscriptions;
         loop {
-            let request = tokio::select! {
+            tokio::select! {
                 () = stop.cancelled() => break,
-                request = subscriber.next() => request,
-            };
-            let Some(request) = request else { break };
-            tokio::spawn(Arc::clone(&self).take_delivery(key, request));
+                request = deliveries.next() => match request {
+                    Some(request) => {
+                        tokio::spawn(Arc::clone(&self).take_delivery(key, request));
+                    }
+                    None => break,
+                },
+                bell = bells.next() => match bell {
+                    Some(bell) => self.hear_bell(key, &bell.payload),
+                    None => break,
+                },
+            }
         }
-        // Dropping the subscriber unsubscribes.
+        // Dropping the subscribers unsubscribes.
+    }
+
+    /// Mail was stored (an empty bell), or a late receipt kept (the notice
+    /// bell), for `key`: have its connection here, if any, read it.
+    fn hear_bell(&self, key: NameKey, payload: &[u8]) {
+        let Some(mailbox) = self.local.lookup(&key) else {
+            return;
+        };
+        if payload.is_empty() {
+            mailbox.ring_mail();
+        } else if payload == cluster::NOTICE_BELL && mailbox.is_account() {
+            mailbox.ring_notices();
+        }
     }
 
     /// Deliver one frame another node sent, and answer what became of it.
     async fn take_delivery(self: Arc<Self>, key: NameKey, request: async_nats::Message) {
-        if request.payload.is_empty() {
-            // Mail was stored for this user: drain again.
-            if let Some(mailbox) = self.local.lookup(&key) {
-                mailbox.ring_mail();
-            }
-            return;
-        }
-        if request.payload.as_ref() == cluster::NOTICE_BELL {
-            // A late receipt was kept for this account.
-            if let Some(mailbox) = self.local.lookup(&key).filter(|m| m.is_account()) {
-                mailbox.ring_notices();
-            }
-            return;
-        }
-        let Ok(frame) = codec::decode_deliver(&request.payload) else {
+        let frame = codec::decode_deliver(&request.payload)
+            .ok()
+            .filter(|frame| {
+                request.payload.len() <= crate::protocol::MAX_FRAME_BYTES
+                    && frame.body.len() <= crate::protocol::MAX_BODY_BYTES
+                    && NameKey::new(frame.from).is_ok()
+            });
+        let Some(frame) = frame else {
             // No node sends that: leave the sender to its timeout.
-            warn!("a delivery through NATS was not a Deliver frame; dropped");
+            warn!("a delivery through NATS was not a valid Deliver frame; dropped");
             return;
         };
         let id = frame.id;

@@ -13,6 +13,10 @@ use super::state::State;
 use crate::clock::unix_ms;
 use crate::protocol::{NameKey, Status, MAX_BODY_BYTES};
 
+/// Every Send is answered within 10 s; a route through another node that
+/// falls back to the store keeps inside this.
+const SEND_BUDGET: std::time::Duration = std::time::Duration::from_millis(9_500);
+
 /// The sending side of a Send, as the router needs it.
 #[derive(Debug)]
 pub(crate) struct Sender {
@@ -88,6 +92,7 @@ pub(crate) async fn route_send(
     let mailbox = match state.presence.locate(&key) {
         Route::Local(mailbox) => mailbox,
         Route::Elsewhere(remote) => {
+            let accepted = std::time::Instant::now();
             let remote_envelope = Envelope {
                 id,
                 from: &from.name,
@@ -101,8 +106,12 @@ pub(crate) async fn route_send(
                 Some(outcome) => return (id, status_of(outcome)),
                 None => {}
             }
-            // Online nowhere in the cluster, or refused where it is.
-            return (id, store_offline(state, mail, key, &envelope, from).await);
+            // Online nowhere in the cluster, or refused where it is: stored
+            // within what is left of the Send's 10 s.
+            let left = SEND_BUDGET.saturating_sub(accepted.elapsed());
+            let stored =
+                tokio::time::timeout(left, store_offline(state, mail, key, &envelope, from));
+            return (id, stored.await.unwrap_or(Status::RecipientBusy));
         }
         Route::Unknown => return (id, store_offline(state, mail, key, &envelope, from).await),
     };

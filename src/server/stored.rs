@@ -164,13 +164,13 @@ impl Mail {
     }
 
     /// Store `mail` for `to` in the cluster's stream, if `to` is an account.
-    async fn store_shared(&self, cluster: &Cluster, to: NameKey, mail: &MailRecord) -> Status {
+    async fn store_shared(&self, cluster: &Arc<Cluster>, to: NameKey, mail: &MailRecord) -> Status {
         let (Some(stream), accounts) = (cluster.mail(), cluster.accounts()) else {
             return Status::NotConnected;
         };
-        match tokio::time::timeout(STORE_DEADLINE, accounts.account(&to)).await {
-            Ok(Ok(Some(_))) => {}
-            Ok(Ok(None)) => return Status::NotConnected,
+        match tokio::time::timeout(STORE_DEADLINE, accounts.exists(&to)).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => return Status::NotConnected,
             Ok(Err(e)) => {
                 tracing::error!("cannot look the recipient's account up: {e}");
                 return Status::RecipientBusy;
@@ -181,8 +181,10 @@ impl Mail {
         match stream.enqueue(&to, mail.id, record).await {
             Ok(crate::cluster::Enqueued::Stored(_)) => {
                 self.metrics.queued.inc();
-                // Its node (if it just connected) drains again.
-                cluster.ring(&to).await;
+                // Its node (if it just connected) drains again; the sender
+                // does not wait for that.
+                let cluster = Arc::clone(cluster);
+                tokio::spawn(async move { cluster.ring(&to).await });
                 Status::Queued
             }
             Ok(crate::cluster::Enqueued::Full) => Status::RecipientBusy,
@@ -246,6 +248,7 @@ impl Mail {
             return Ok(Acked::default());
         };
         let mut senders: Vec<NameKey> = Vec::new();
+        let mut keeping = Vec::new();
         for drained in &drained {
             let Some(sender) = drained.sender_account.as_deref() else {
                 continue;
@@ -260,10 +263,15 @@ impl Mail {
             };
             let record =
                 bytes::Bytes::copy_from_slice(&crate::store::encode_notice_record(&notice));
-            stream.keep_notice(&sender, drained.id, record).await?;
+            keeping.push(async move { stream.keep_notice(&sender, drained.id, record).await });
             if !senders.contains(&sender) {
                 senders.push(sender);
             }
+        }
+        // A page's receipts all at once (each acknowledged by JetStream
+        // before any message is removed).
+        for kept in futures_util::future::join_all(keeping).await {
+            kept?;
         }
         for sender in &senders {
             cluster.ring_notices(sender).await;
@@ -316,7 +324,12 @@ impl Mail {
                 // A damaged record has no sender to tell; it goes too.
                 Err(_) => None,
             };
-            if let Some((sender, id)) = sender {
+            // Removed first, told only by the node that removed it: a drain
+            // that delivered it meanwhile has kept its Delivered receipt
+            // (under the same message id, so the first of the two stands).
+            let gone = stream.remove(&[seq]).await?;
+            removed += gone;
+            if let (1, Some((sender, id))) = (gone, sender) {
                 let notice = crate::store::NoticeRecord {
                     id,
                     outcome: crate::store::NoticeOutcome::Expired,
@@ -330,7 +343,6 @@ impl Mail {
                     senders.push(sender);
                 }
             }
-            removed += stream.remove(&[seq]).await?;
         }
         Ok((removed, told_of(&senders), true))
     }
