@@ -215,6 +215,37 @@ impl Names {
         }
     }
 
+    /// Delete the claim under bucket key `key` if its holder's lease is
+    /// still gone when read (at the revision read, so a claim made since
+    /// stays). Whether it was deleted.
+    pub async fn clear_stale(&self, key: &str, lease: &NodeLease) -> Result<bool, ClaimError> {
+        let unavailable = |e: &dyn std::fmt::Display| ClaimError::Unavailable(e.to_string());
+        let Some(entry) = self.bucket.entry(key).await.map_err(|e| unavailable(&e))? else {
+            return Ok(false);
+        };
+        if entry.operation != kv::Operation::Put {
+            return Ok(false);
+        }
+        if let Some(holder) = holder(&entry.value) {
+            let live = lease
+                .is_live(&holder.node, holder.incarnation)
+                .await
+                .map_err(|e| unavailable(&e))?;
+            if live {
+                return Ok(false);
+            }
+        }
+        match self
+            .bucket
+            .delete_expect_revision(key, Some(entry.revision))
+            .await
+        {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == kv::DeleteErrorKind::WrongLastRevision => Ok(false),
+            Err(e) => Err(unavailable(&e)),
+        }
+    }
+
     /// Who holds `name` now, by its claim (live or not).
     pub async fn holder_of(&self, name: &NameKey) -> Result<Option<Holder>, ClaimError> {
         let entry = self

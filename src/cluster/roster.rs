@@ -100,6 +100,19 @@ impl Roster {
         nodes
     }
 
+    /// Up to `limit` bucket keys of claims whose holder's lease is gone (a
+    /// node that died or fenced before it could release them).
+    pub fn stale(&self, limit: usize) -> Vec<String> {
+        let replica = self.read();
+        replica
+            .names
+            .iter()
+            .filter(|(_, holder)| !replica.is_live(holder))
+            .take(limit)
+            .map(|(key, _)| key.clone())
+            .collect()
+    }
+
     /// The holder of the claim with bucket key `key`, if it is live.
     pub fn holder(&self, key: &str) -> Option<Holder> {
         let replica = self.read();

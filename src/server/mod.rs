@@ -302,6 +302,7 @@ impl Server {
             tracker.spawn(Arc::clone(remote).serve_control(background.clone()));
             tracker.spawn(Arc::clone(remote).fence(background.clone()));
             tracker.spawn(Arc::clone(remote).sample_round_trips(background.clone()));
+            tracker.spawn(Arc::clone(remote).clear_stale_claims(background.clone()));
         }
         loop {
             tokio::select! {

@@ -40,6 +40,9 @@ const RESUBSCRIBE_PAUSES: [Duration; 4] = [
     Duration::from_millis(160),
 ];
 
+/// The most stale claims one node clears per lease lifetime.
+const STALE_PER_ROUND: usize = 1000;
+
 /// How often a claim is tried again when the claim changed under it.
 const CLAIM_ROUNDS: usize = 3;
 
@@ -440,6 +443,39 @@ impl Remote {
             Ok(ControlAnswer::Kicked) => format!("disconnected {name} (on node {})", holder.node),
             Ok(_) => format!("{name} is not online"),
             Err(e) => format!("error: {e}"),
+        }
+    }
+
+    /// Every lease lifetime, delete up to [`STALE_PER_ROUND`] claims whose
+    /// holder's lease is gone (a node that died or fenced keeps its claims
+    /// until someone claims the name again): the names bucket, and every
+    /// node's replica of it, hold only what is live, until `stop`.
+    pub(crate) async fn clear_stale_claims(self: Arc<Self>, stop: CancellationToken) {
+        let mut every = tokio::time::interval(self.cluster.lease().ttl());
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = every.tick() => {}
+            }
+            if !self.serving() {
+                continue;
+            }
+            let (names, lease) = (self.cluster.names(), self.cluster.lease());
+            let mut cleared = 0;
+            for key in self.cluster.roster().stale(STALE_PER_ROUND) {
+                match names.clear_stale(&key, lease).await {
+                    Ok(true) => cleared += 1,
+                    Ok(false) => {}
+                    Err(e) => {
+                        debug!("cannot clear stale name claims now: {e}");
+                        break;
+                    }
+                }
+            }
+            if cleared > 0 {
+                info!(cleared, "cleared the name claims of nodes that are gone");
+            }
         }
     }
 

@@ -992,3 +992,36 @@ async fn a_full_mailbox_in_the_cluster_is_recipient_busy_not_evicted() {
     n1.stop().await;
     n2.stop().await;
 }
+
+#[tokio::test]
+async fn claims_left_by_a_node_that_died_are_cleared() {
+    let nats = NatsServer::start();
+    let mut short = node_config(&nats, "n1");
+    short.lease_ttl = Duration::from_secs(2);
+    let n1 = TestServer::start_node(short.clone()).await;
+    // A node that claims a name and dies without releasing it.
+    let mut ghost_config = short;
+    ghost_config.node_id = "n9".parse().unwrap();
+    let ghost = quic_chat::cluster::Cluster::join(&ghost_config)
+        .await
+        .unwrap();
+    let key = quic_chat::protocol::NameKey::new("ghost").unwrap();
+    ghost
+        .names()
+        .claim(&key, "ghost", ghost.lease())
+        .await
+        .unwrap();
+    drop(ghost);
+    let died = Instant::now();
+    let names = n1.cluster.as_ref().unwrap().names().clone();
+    eventually(SCENARIO, "the dead node's claim cleared", || {
+        let names = names.clone();
+        async move { names.holder_of(&key).await.unwrap().is_none() }
+    })
+    .await;
+    println!(
+        "a dead node's claim was cleared after {:?} (2 s leases)",
+        died.elapsed()
+    );
+    n1.stop().await;
+}
