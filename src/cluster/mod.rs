@@ -363,17 +363,19 @@ impl Cluster {
 }
 
 /// How often a step of joining is tried while JetStream is not ready for it.
-const READY_ATTEMPTS: usize = 20;
+const READY_ATTEMPTS: usize = 50;
 
 /// How long a step of joining waits before it is tried again.
 const READY_PAUSE: Duration = Duration::from_millis(100);
 
-/// Run a step of joining again while NATS answers "no responders": a bucket
-/// another node has just created is not served by every server of a NATS
-/// cluster yet (its copies are still being placed), which nodes starting
-/// together meet. Nothing was written then, so trying again is safe; any
-/// other error is returned at once, the last one after
-/// [`READY_ATTEMPTS`].
+/// Run a step of joining again while JetStream is not ready for it: "no
+/// responders" (a bucket another node has just created is not served by
+/// every server of a NATS cluster yet, its copies still being placed, which
+/// nodes starting together meet) or "no suitable peers" (a NATS cluster
+/// still forming has not heard from all its servers yet, so a stream with
+/// three copies cannot be placed). Nothing was written then, so trying
+/// again is safe; any other error is returned at once, the last one after
+/// [`READY_ATTEMPTS`] (the join's own timeout bounds it too).
 async fn until_ready<T, F, Fut>(mut step: F) -> Result<T, ClusterError>
 where
     F: FnMut() -> Fut,
@@ -383,7 +385,8 @@ where
     loop {
         match step().await {
             Err(ClusterError::Nats(e))
-                if e.contains("no responders") && attempt < READY_ATTEMPTS =>
+                if (e.contains("no responders") || e.contains("no suitable peers"))
+                    && attempt < READY_ATTEMPTS =>
             {
                 tracing::debug!("JetStream is not ready yet ({e}); trying again");
                 attempt += 1;
