@@ -1,6 +1,7 @@
-//! Cluster mode (under construction; see `docs/CLUSTER.md`): quic-chat nodes
-//! that share users, names and mail through NATS, an existing engine, never
-//! a protocol of our own between nodes.
+//! Cluster mode (`docs/CLUSTER.md`): quic-chat nodes that share users,
+//! names, accounts and mail through NATS, an existing engine, never a
+//! protocol of our own between nodes. This module knows nothing of QUIC;
+//! `server/remote.rs` ties it to the server's mailboxes.
 //!
 //! What is here:
 //! - [`ClusterConfig`] and [`NodeId`]: which NATS servers, which node, which
@@ -8,11 +9,16 @@
 //! - [`Cluster::join`]: the connection to NATS (its version checked), and
 //!   this node's lease in the `<prefix>_nodes` key-value bucket
 //!   (`lease.rs`): a node id held by a live node is refused, the lease is
-//!   renewed in the background and released on a graceful stop;
+//!   renewed in the background and released on a graceful stop, and a node
+//!   that cannot renew it stops serving (fencing);
 //! - [`Names`]: names unique in the whole cluster (`names.rs`), claimed
 //!   and released by compare-and-set, stale claims of dead nodes taken over;
 //! - [`Roster`]: a watched replica of the claims and leases, for lists;
-//! - deliveries and questions between nodes by request/reply (`routes.rs`).
+//! - deliveries, bells and questions between nodes by request/reply
+//!   (`routes.rs`);
+//! - the accounts every node shares (`accounts.rs`), and stored mail and
+//!   late receipts in JetStream ([`SharedMail`], `mail.rs`);
+//! - the cluster-wide run counter that prefixes message ids.
 //!
 //! Nothing in this module runs unless the server is started with
 //! `--cluster`: a single node never connects to anything.
