@@ -508,7 +508,10 @@ async fn open_bucket(
     .await
     .map_err(|e| {
         let text = e.to_string();
-        if text.to_ascii_lowercase().contains("jetstream") {
+        let lower = text.to_ascii_lowercase();
+        // A NATS cluster still forming cannot place the copies yet: that is
+        // JetStream answering, not JetStream missing (`until_ready` retries it).
+        if lower.contains("jetstream") && !lower.contains("no suitable peers") {
             ClusterError::NoJetStream(text)
         } else {
             ClusterError::Nats(format!("cannot create the bucket {name}: {text}"))
