@@ -222,6 +222,24 @@ impl SharedAccounts {
     }
 }
 
+/// Write `value` under `key`: at `revision` if one was read (compare-and-set),
+/// else only if the key does not exist.
+async fn put_at(
+    bucket: &kv::Store,
+    key: String,
+    value: bytes::Bytes,
+    revision: Option<u64>,
+) -> Result<(), StoreError> {
+    let written = match revision {
+        Some(revision) => bucket
+            .update(key, value, revision)
+            .await
+            .map_err(unavailable),
+        None => bucket.create(key, value).await.map_err(unavailable),
+    };
+    written.map(drop)
+}
+
 /// Whether a lock value lets a node take the lock at `now_ms`.
 fn lock_is_free(value: &[u8], now_ms: u64) -> bool {
     let Ok(text) = std::str::from_utf8(value) else {
@@ -324,40 +342,14 @@ impl Staged {
         for write in writes {
             let done = match write {
                 Write::Index(fingerprint, name) => {
-                    let key = device_key(&fingerprint);
+                    let revision = self.devices.get(&fingerprint).and_then(|(_, r)| *r);
                     let value = bytes::Bytes::from(name.as_str().to_owned());
-                    match self
-                        .devices
-                        .get(&fingerprint)
-                        .and_then(|(_, revision)| *revision)
-                    {
-                        Some(revision) => bucket
-                            .update(key, value, revision)
-                            .await
-                            .map(drop)
-                            .map_err(unavailable),
-                        None => bucket
-                            .create(key, value)
-                            .await
-                            .map(drop)
-                            .map_err(unavailable),
-                    }
+                    put_at(bucket, device_key(&fingerprint), value, revision).await
                 }
                 Write::Save(name, account) => {
-                    let key = account_key(&name);
+                    let revision = self.accounts.get(&name).and_then(|(_, r)| *r);
                     let value = bytes::Bytes::from(crate::store::encode_account_record(&account));
-                    match self.accounts.get(&name).and_then(|(_, revision)| *revision) {
-                        Some(revision) => bucket
-                            .update(key, value, revision)
-                            .await
-                            .map(drop)
-                            .map_err(unavailable),
-                        None => bucket
-                            .create(key, value)
-                            .await
-                            .map(drop)
-                            .map_err(unavailable),
-                    }
+                    put_at(bucket, account_key(&name), value, revision).await
                 }
                 Write::Remove(name) => {
                     let revision = self.accounts.get(&name).and_then(|(_, revision)| *revision);

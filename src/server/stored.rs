@@ -106,6 +106,12 @@ impl Mail {
         self
     }
 
+    /// The cluster and its shared mail stream, if this node keeps mail there.
+    fn shared_mail(&self) -> Option<(&Arc<Cluster>, &crate::cluster::SharedMail)> {
+        let cluster = self.shared.as_ref()?;
+        Some((cluster, cluster.mail()?))
+    }
+
     /// At `now_ms`, the latest time from which a lifetime has ended: what
     /// was accepted (or made) then or earlier has expired.
     pub(crate) fn expiry_cutoff(&self, now_ms: u64) -> u64 {
@@ -130,11 +136,11 @@ impl Mail {
             body: String::from_utf8_lossy(&envelope.body).into_owned(),
             sender_account: sender_account.map(|key| key.as_str().to_owned()),
         };
+        if let Some((cluster, stream)) = self.shared_mail() {
+            return self.store_shared(cluster, stream, to, &mail).await;
+        }
         // Watched before the commit, so that a drain right after it finds
         // the guest's connection.
-        if let Some(cluster) = &self.shared {
-            return self.store_shared(cluster, to, &mail).await;
-        }
         let guest = sender_account.is_none();
         if let (true, Some(reply_to)) = (guest, reply_to) {
             self.guests.watch(envelope.id, reply_to.clone());
@@ -164,11 +170,14 @@ impl Mail {
     }
 
     /// Store `mail` for `to` in the cluster's stream, if `to` is an account.
-    async fn store_shared(&self, cluster: &Arc<Cluster>, to: NameKey, mail: &MailRecord) -> Status {
-        let (Some(stream), accounts) = (cluster.mail(), cluster.accounts()) else {
-            return Status::NotConnected;
-        };
-        match tokio::time::timeout(STORE_DEADLINE, accounts.exists(&to)).await {
+    async fn store_shared(
+        &self,
+        cluster: &Arc<Cluster>,
+        stream: &crate::cluster::SharedMail,
+        to: NameKey,
+        mail: &MailRecord,
+    ) -> Status {
+        match tokio::time::timeout(STORE_DEADLINE, cluster.accounts().exists(&to)).await {
             Ok(Ok(true)) => {}
             Ok(Ok(false)) => return Status::NotConnected,
             Ok(Err(e)) => {
@@ -203,7 +212,7 @@ impl Mail {
         from_seq: u64,
         n: usize,
     ) -> Result<Vec<(u64, MailRecord)>, MailError> {
-        if let Some(stream) = self.shared.as_ref().and_then(|cluster| cluster.mail()) {
+        if let Some(stream) = self.shared_mail().map(|(_, stream)| stream) {
             let page = stream.peek(&key, from_seq, n).await?;
             let mut records = Vec::with_capacity(page.len());
             for (seq, bytes) in page {
@@ -232,20 +241,13 @@ impl Mail {
         drained: Vec<Drained>,
         now_ms: u64,
     ) -> Result<Acked, MailError> {
-        let Some(cluster) = self
-            .shared
-            .as_ref()
-            .filter(|cluster| cluster.mail().is_some())
-        else {
+        let Some((cluster, stream)) = self.shared_mail() else {
             let seqs = drained.iter().map(|drained| drained.seq).collect();
             return self
                 .writer
                 .ack(key, seqs, now_ms)
                 .await
                 .map_err(MailError::Writer);
-        };
-        let Some(stream) = cluster.mail() else {
-            return Ok(Acked::default());
         };
         let mut senders: Vec<NameKey> = Vec::new();
         let mut keeping = Vec::new();
@@ -299,11 +301,7 @@ impl Mail {
         now_ms: u64,
         limit: usize,
     ) -> Result<(u64, Told, bool), MailError> {
-        let Some((cluster, stream)) = self
-            .shared
-            .as_ref()
-            .and_then(|cluster| cluster.mail().map(|stream| (cluster, stream)))
-        else {
+        let Some((cluster, stream)) = self.shared_mail() else {
             return Ok((0, Told::default(), false));
         };
         let (mut removed, mut senders, mut from) = (0, Vec::<NameKey>::new(), 1);
@@ -355,7 +353,7 @@ impl Mail {
         from_seq: u64,
         n: usize,
     ) -> Result<Vec<(u64, NoticeRecord)>, MailError> {
-        if let Some(stream) = self.shared.as_ref().and_then(|cluster| cluster.mail()) {
+        if let Some(stream) = self.shared_mail().map(|(_, stream)| stream) {
             let page = stream.peek_notices(&sender, from_seq, n).await?;
             let mut notices = Vec::with_capacity(page.len());
             for (seq, bytes) in page {
@@ -379,7 +377,7 @@ impl Mail {
         sender: NameKey,
         seqs: Vec<u64>,
     ) -> Result<(), MailError> {
-        if let Some(stream) = self.shared.as_ref().and_then(|cluster| cluster.mail()) {
+        if let Some(stream) = self.shared_mail().map(|(_, stream)| stream) {
             stream.remove_notices(&seqs).await?;
             return Ok(());
         }
@@ -392,7 +390,7 @@ impl Mail {
 
     /// Messages waiting for `key` (0 if the store cannot tell).
     pub(crate) async fn waiting(&self, key: NameKey) -> u64 {
-        if let Some(stream) = self.shared.as_ref().and_then(|cluster| cluster.mail()) {
+        if let Some(stream) = self.shared_mail().map(|(_, stream)| stream) {
             return match stream.count(&key).await {
                 Ok(count) => count,
                 Err(e) => {

@@ -50,6 +50,32 @@ async fn send(connection: &quinn::Connection, to: &str, body: &str) -> (u64, Sta
     }
 }
 
+/// Nodes n1 and n2 on `nats` with these limits and mail settings.
+async fn two_nodes_with(
+    nats: &NatsServer,
+    limits: quic_chat::server::Limits,
+    mail: quic_chat::server::MailConfig,
+) -> (TestServer, TestServer) {
+    let n1 =
+        TestServer::start_node_with(node_config(nats, "n1"), limits.clone(), mail, false).await;
+    let n2 = TestServer::start_node_with(node_config(nats, "n2"), limits, mail, false).await;
+    (n1, n2)
+}
+
+/// Send `body` from `sender` to `to` until it is Queued (`to` is leaving:
+/// until then it is still online, or its name still held); its id.
+async fn first_queued(sender: &quinn::Connection, to: &str, body: &str) -> u64 {
+    within(SCENARIO, "the recipient offline", async {
+        loop {
+            let (id, status) = send(sender, to, body).await;
+            if status == Status::Queued {
+                return id;
+            }
+        }
+    })
+    .await
+}
+
 /// The next pushed frame's bytes.
 async fn next_push(connection: &quinn::Connection) -> Vec<u8> {
     within(SCENARIO, "a push", async {
@@ -466,15 +492,7 @@ async fn a_login_on_another_node_while_the_sender_keeps_sending_loses_nothing() 
     bob.close(0u32.into(), b"bye");
     let (alice, _) = hello_as(&RawClient::new(&n1, V2, Some(&alice_key)), &n1, "alice").await;
     // Wait until bob is gone everywhere (his Sends are Queued).
-    let first = within(SCENARIO, "bob offline", async {
-        loop {
-            let (id, status) = send(&alice, "bob", "before").await;
-            if status == Status::Queued {
-                return id;
-            }
-        }
-    })
-    .await;
+    let first = first_queued(&alice, "bob", "before").await;
     let sender = tokio::spawn(async move {
         let mut answered = vec![(first, Status::Queued)];
         for i in 0..300 {
@@ -598,9 +616,7 @@ async fn a_stuck_recipient_on_another_node_gets_busy_then_too_slow_as_on_one() {
         ..crate::harness::test_limits()
     };
     let mail = quic_chat::server::MailConfig::default();
-    let n1 =
-        TestServer::start_node_with(node_config(&nats, "n1"), limits.clone(), mail, false).await;
-    let n2 = TestServer::start_node_with(node_config(&nats, "n2"), limits, mail, false).await;
+    let (n1, n2) = two_nodes_with(&nats, limits, mail).await;
     // Registers on n2, then never accepts a delivery stream.
     let stuck = crate::harness::raw_registered(&n2, "stuck").await;
     let (alice, _) = guest(&n1, "alice").await;
@@ -780,30 +796,14 @@ async fn late_receipts_reach_the_sender_on_its_node_now_or_at_its_next_session()
         .await
         .close(0u32.into(), b"bye");
     let alice = sign_in(&n1, &alice_key, "alice").await;
-    let first = within(SCENARIO, "bob offline", async {
-        loop {
-            let (id, status) = send(&alice, "bob", "one").await;
-            if status == Status::Queued {
-                return id;
-            }
-        }
-    })
-    .await;
+    let first = first_queued(&alice, "bob", "one").await;
     // bob drains on n2 while alice is online on n1: her receipt comes at once.
     let bob = sign_in(&n2, &bob_key, "bob").await;
     assert_eq!(next_deliver(&bob).await.0, first);
     assert_eq!(next_receipt(&alice).await, (first, Status::Delivered));
     bob.close(0u32.into(), b"bye");
     // Now alice is offline when bob drains: her receipt waits for her next session.
-    let second = within(SCENARIO, "bob offline again", async {
-        loop {
-            let (id, status) = send(&alice, "bob", "two").await;
-            if status == Status::Queued {
-                return id;
-            }
-        }
-    })
-    .await;
+    let second = first_queued(&alice, "bob", "two").await;
     alice.close(0u32.into(), b"bye");
     let bob = sign_in(&n1, &bob_key, "bob").await;
     assert_eq!(next_deliver(&bob).await.0, second);
@@ -821,23 +821,13 @@ async fn mail_past_its_lifetime_is_swept_and_its_sender_told_expired_across_node
         ..Default::default()
     };
     let limits = crate::harness::test_limits();
-    let n1 =
-        TestServer::start_node_with(node_config(&nats, "n1"), limits.clone(), mail, false).await;
-    let n2 = TestServer::start_node_with(node_config(&nats, "n2"), limits, mail, false).await;
+    let (n1, n2) = two_nodes_with(&nats, limits, mail).await;
     let (alice_key, bob_key) = (DeviceKey::new(), DeviceKey::new());
     sign_in(&n2, &bob_key, "bob")
         .await
         .close(0u32.into(), b"bye");
     let alice = sign_in(&n1, &alice_key, "alice").await;
-    let id = within(SCENARIO, "bob offline", async {
-        loop {
-            let (id, status) = send(&alice, "bob", "too late").await;
-            if status == Status::Queued {
-                return id;
-            }
-        }
-    })
-    .await;
+    let id = first_queued(&alice, "bob", "too late").await;
     let queued_at = Instant::now();
     assert_eq!(next_receipt(&alice).await, (id, Status::Expired));
     let took = queued_at.elapsed();
@@ -861,9 +851,7 @@ async fn bench_runs_pairs_across_two_nodes() {
         ..crate::harness::test_limits()
     };
     let mail = quic_chat::server::MailConfig::default();
-    let n1 =
-        TestServer::start_node_with(node_config(&nats, "n1"), limits.clone(), mail, false).await;
-    let n2 = TestServer::start_node_with(node_config(&nats, "n2"), limits, mail, false).await;
+    let (n1, n2) = two_nodes_with(&nats, limits, mail).await;
     let (a1, ca1, a2, ca2) = (
         n1.addr.to_string(),
         n1.ca.display().to_string(),
@@ -954,23 +942,13 @@ async fn a_full_mailbox_in_the_cluster_is_recipient_busy_not_evicted() {
         ..Default::default()
     };
     let limits = crate::harness::test_limits();
-    let n1 =
-        TestServer::start_node_with(node_config(&nats, "n1"), limits.clone(), mail, false).await;
-    let n2 = TestServer::start_node_with(node_config(&nats, "n2"), limits, mail, false).await;
+    let (n1, n2) = two_nodes_with(&nats, limits, mail).await;
     let (alice_key, bob_key) = (DeviceKey::new(), DeviceKey::new());
     sign_in(&n2, &bob_key, "bob")
         .await
         .close(0u32.into(), b"bye");
     let alice = sign_in(&n1, &alice_key, "alice").await;
-    let first = within(SCENARIO, "bob offline", async {
-        loop {
-            let (id, status) = send(&alice, "bob", "0").await;
-            if status == Status::Queued {
-                return id;
-            }
-        }
-    })
-    .await;
+    let first = first_queued(&alice, "bob", "0").await;
     let mut kept = vec![first];
     for i in 1..3 {
         let (id, status) = send(&alice, "bob", &i.to_string()).await;

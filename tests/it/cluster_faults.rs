@@ -219,6 +219,15 @@ fn serving(cluster: &Cluster) -> bool {
     *cluster.lease().serving().borrow()
 }
 
+/// Wait (at most 20 s) until `cluster`'s node serves again.
+async fn serving_again(cluster: &Arc<Cluster>) {
+    eventually(Duration::from_secs(20), "the node to serve again", || {
+        let cluster = Arc::clone(cluster);
+        async move { serving(&cluster) }
+    })
+    .await;
+}
+
 async fn delivered(from: &quinn::Connection, to: &str, inbox: &mut Inbox) {
     let (id, status, _) = send(from, to, "hello").await;
     assert_eq!(status, Status::Delivered, "to {to}");
@@ -298,11 +307,7 @@ async fn a_node_cut_off_from_nats_closes_its_users_before_its_names_move_and_ser
     // NATS is reachable again: n1 comes back by itself, under a new incarnation.
     proxy.restore();
     let restored = Instant::now();
-    eventually(Duration::from_secs(20), "n1 to serve again", || {
-        let c1 = Arc::clone(&c1);
-        async move { serving(&c1) }
-    })
-    .await;
+    serving_again(&c1).await;
     println!("restored: n1 served again after {:?}", restored.elapsed());
     assert_ne!(c1.lease().incarnation(), incarnation);
     let carol = guest(&d1, "carol").await;
@@ -330,11 +335,7 @@ async fn a_node_cut_off_from_nats_closes_its_users_before_its_names_move_and_ser
     let redialled_after = cut.elapsed();
     proxy.restore();
     let restored = Instant::now();
-    eventually(Duration::from_secs(20), "n1 to serve again", || {
-        let c1 = Arc::clone(&c1);
-        async move { serving(&c1) }
-    })
-    .await;
+    serving_again(&c1).await;
     println!(
         "cut off again: carol closed after {fenced_after:?}, n1 dialled NATS again after \
          {redialled_after:?}; restored: n1 served again after {:?}",
