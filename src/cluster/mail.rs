@@ -75,6 +75,16 @@ pub struct MailLimits {
     pub notices_per_sender: i64,
 }
 
+/// The error of opening (finding or creating) the stream `name`.
+fn stream_error(name: &str, e: impl std::fmt::Display) -> ClusterError {
+    let text = e.to_string();
+    if super::not_ready(&text) {
+        ClusterError::NotReady(format!("cannot create the stream {name} yet: {text}"))
+    } else {
+        ClusterError::Nats(format!("cannot open the stream {name}: {text}"))
+    }
+}
+
 fn nats(e: impl std::fmt::Display) -> ClusterError {
     ClusterError::Nats(format!("stored mail: {e}"))
 }
@@ -105,7 +115,7 @@ impl SharedMail {
                 ..Default::default()
             })
             .await
-            .map_err(|e| ClusterError::Nats(format!("cannot open the stream {name}: {e}")))?;
+            .map_err(|e| stream_error(&name, e))?;
         let name = format!("{}_notices", config.prefix);
         let notices = js
             .get_or_create_stream(stream::Config {
@@ -122,7 +132,7 @@ impl SharedMail {
                 ..Default::default()
             })
             .await
-            .map_err(|e| ClusterError::Nats(format!("cannot open the stream {name}: {e}")))?;
+            .map_err(|e| stream_error(&name, e))?;
         Ok(SharedMail {
             js,
             stream,

@@ -168,6 +168,11 @@ pub enum ClusterError {
         /// The lease lifetime.
         ttl: Duration,
     },
+    /// JetStream answered that it cannot do this yet, or did not answer in
+    /// time: a NATS cluster still forming, or placing a new bucket's copies.
+    /// Joining tries such a step again.
+    #[error("JetStream is not ready: {0}")]
+    NotReady(String),
     /// Any other NATS error, as its text.
     #[error("NATS: {0}")]
     Nats(String),
@@ -374,14 +379,14 @@ const READY_ATTEMPTS: usize = 50;
 /// How long a step of joining waits before it is tried again.
 const READY_PAUSE: Duration = Duration::from_millis(100);
 
-/// Run a step of joining again while JetStream is not ready for it: "no
-/// responders" (a bucket another node has just created is not served by
-/// every server of a NATS cluster yet, its copies still being placed, which
-/// nodes starting together meet) or "no suitable peers" (a NATS cluster
-/// still forming has not heard from all its servers yet, so a stream with
-/// three copies cannot be placed). Nothing was written then, so trying
-/// again is safe; any other error is returned at once, the last one after
-/// [`READY_ATTEMPTS`] (the join's own timeout bounds it too).
+/// Run a step of joining again while JetStream is not ready for it:
+/// [`ClusterError::NotReady`] (see [`not_ready`]), or a NATS error saying
+/// "no suitable peers" or "no responders" (a bucket another node has just
+/// created is not served by every server of a NATS cluster yet, its copies
+/// still being placed, which nodes starting together meet). Only creating a
+/// bucket or stream says NotReady, which trying again cannot do twice; any
+/// other error is returned at once, the last one after [`READY_ATTEMPTS`]
+/// (the join's own timeout bounds it too).
 async fn until_ready<T, F, Fut>(mut step: F) -> Result<T, ClusterError>
 where
     F: FnMut() -> Fut,
@@ -390,6 +395,11 @@ where
     let mut attempt = 1;
     loop {
         match step().await {
+            Err(ClusterError::NotReady(e)) if attempt < READY_ATTEMPTS => {
+                tracing::debug!("{e}; trying again");
+                attempt += 1;
+                tokio::time::sleep(READY_PAUSE).await;
+            }
             Err(ClusterError::Nats(e))
                 if (e.contains("no responders") || e.contains("no suitable peers"))
                     && attempt < READY_ATTEMPTS =>
@@ -508,10 +518,10 @@ async fn open_bucket(
     .await
     .map_err(|e| {
         let text = e.to_string();
-        let lower = text.to_ascii_lowercase();
-        // A NATS cluster still forming cannot place the copies yet: that is
-        // JetStream answering, not JetStream missing (`until_ready` retries it).
-        if lower.contains("jetstream") && !lower.contains("no suitable peers") {
+        if not_ready(&text) {
+            ClusterError::NotReady(format!("cannot create the bucket {name} yet: {text}"))
+        } else if e.kind() == jetstream::context::CreateKeyValueErrorKind::JetStream {
+            // Reading the account's JetStream limits failed outright.
             ClusterError::NoJetStream(text)
         } else {
             ClusterError::Nats(format!("cannot create the bucket {name}: {text}"))
@@ -519,9 +529,36 @@ async fn open_bucket(
     })
 }
 
+/// Whether an error's text says JetStream is there but cannot do it yet: a
+/// request that timed out (placing a stream's copies on a loaded NATS
+/// cluster can outlast the request timeout; the stream may then exist, and
+/// the next try finds it) or "no suitable peers" (a NATS cluster still
+/// forming has not heard from all its servers, so three copies cannot be
+/// placed).
+pub(crate) fn not_ready(text: &str) -> bool {
+    let lower = text.to_ascii_lowercase();
+    lower.contains("timed out") || lower.contains("no suitable peers")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn not_ready_errors_are_told_apart_from_missing_jetstream() {
+        for text in [
+            "timed out: jetstream request timed out",
+            "bucket creation failed: insufficient resources: no suitable peers for placement",
+        ] {
+            assert!(not_ready(text), "{text}");
+        }
+        for text in [
+            "JetStream error: no responders",
+            "bucket creation failed: stream name already in use",
+        ] {
+            assert!(!not_ready(text), "{text}");
+        }
+    }
 
     #[test]
     fn versions() {

@@ -508,13 +508,14 @@ async fn chat_through(
 
 /// Nodes n1 and n2 on `nats`, each given every server's URL, their buckets
 /// kept in three copies. The first creates the buckets, which a fresh NATS
-/// cluster places in a few seconds on a loaded machine: joining may take
-/// up to 10 s.
+/// cluster places in a few seconds on a loaded machine (creating one once
+/// outlasted the 6 s request timeout in CI, and was tried again): joining
+/// may take up to 20 s.
 async fn nodes_on(nats: &NatsCluster, lease: Duration) -> [TestServer; 2] {
     let mut nodes = Vec::new();
     for node in ["n1", "n2"] {
         let mut config = node_config(nats.urls.clone(), node, lease, 3);
-        config.connect_timeout = Duration::from_secs(10);
+        config.connect_timeout = Duration::from_secs(20);
         let started = Instant::now();
         nodes.push(TestServer::start_node(config).await);
         println!("{node} joined the NATS cluster in {:?}", started.elapsed());
