@@ -82,8 +82,9 @@ pub struct BenchArgs {
     /// Extra argument for the child server (repeatable), e.g. --server-arg=--max-streams=200.
     #[arg(long = "server-arg", value_name = "ARG", allow_hyphen_values = true)]
     pub server_args: Vec<String>,
-    /// The bench's client: `ours` (this project's transport settings) or
-    /// `plain` (quinn's defaults, as a third-party client would have).
+    /// The bench's client: `ours` (this project's transport and TLS
+    /// settings) or `plain` (quinn's and rustls's defaults, as a
+    /// third-party client would have).
     #[arg(long, value_enum, default_value = "ours")]
     pub client: crate::bench::ClientKind,
     /// Connect the receivers (pairs, fanin) to this server instead, e.g. a

@@ -32,9 +32,10 @@ pub struct ClientConfig {
     pub keep_alive: Duration,
     /// How long without hearing from the server before the connection counts as lost.
     pub idle_timeout: Duration,
-    /// Use quinn's default transport settings (as a third-party client
-    /// would) instead of this project's (for `bench --client plain`).
-    pub plain_transport: bool,
+    /// Use the defaults a third-party quinn client has instead of this
+    /// project's settings: quinn's transport settings and rustls's default
+    /// crypto provider, AES-256-GCM first (for `bench --client plain`).
+    pub plain_defaults: bool,
 }
 
 impl ClientConfig {
@@ -56,7 +57,7 @@ impl ClientConfig {
             tls_resumption: true,
             keep_alive: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(30),
-            plain_transport: false,
+            plain_defaults: false,
         }
     }
 }

@@ -40,13 +40,21 @@ impl Connector {
     /// Resolve the server, load the CA file and open a UDP socket.
     pub async fn new(config: &ClientConfig) -> Result<Connector, ClientError> {
         let (addr, host) = resolve(&config.server).await?;
-        let crypto = tls::client_crypto(
-            &config.ca_file,
-            config.tls_resumption,
-            config.identity.as_ref(),
-        )?;
+        let crypto = if config.plain_defaults {
+            tls::plain_client_crypto(
+                &config.ca_file,
+                config.tls_resumption,
+                config.identity.as_ref(),
+            )?
+        } else {
+            tls::client_crypto(
+                &config.ca_file,
+                config.tls_resumption,
+                config.identity.as_ref(),
+            )?
+        };
         let mut client_config = quinn::ClientConfig::new(crypto);
-        client_config.transport_config(if config.plain_transport {
+        client_config.transport_config(if config.plain_defaults {
             crate::transport::plain_client()
         } else {
             crate::transport::client(config.keep_alive, config.idle_timeout)

@@ -21,6 +21,28 @@ pub fn client_crypto(
     resume: bool,
     identity: Option<&ClientIdentity>,
 ) -> Result<Arc<QuicClientConfig>, TlsError> {
+    client_crypto_with(provider(), ca_file, resume, identity)
+}
+
+/// [`client_crypto`] with rustls's own default crypto provider (ring, as
+/// quinn's default features choose it), whose cipher suites put
+/// AES-256-GCM first: what a client that never chose a provider offers
+/// (`bench --client plain`).
+pub fn plain_client_crypto(
+    ca_file: &Path,
+    resume: bool,
+    identity: Option<&ClientIdentity>,
+) -> Result<Arc<QuicClientConfig>, TlsError> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    client_crypto_with(provider, ca_file, resume, identity)
+}
+
+fn client_crypto_with(
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    ca_file: &Path,
+    resume: bool,
+    identity: Option<&ClientIdentity>,
+) -> Result<Arc<QuicClientConfig>, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in read_chain(ca_file)? {
         roots.add(cert).map_err(|e| TlsError::BadPem {
@@ -28,7 +50,7 @@ pub fn client_crypto(
             what: format!("not a usable CA certificate ({e})"),
         })?;
     }
-    let builder = rustls::ClientConfig::builder_with_provider(provider())
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots);
     let mut config = match identity {

@@ -24,7 +24,7 @@ pub use certs::{
     default_server_names, load_or_create, read_chain, CertSource, ServerIdentity, CA_CERT_FILE,
     CA_KEY_FILE, SERVER_CERT_FILE, SERVER_KEY_FILE,
 };
-pub use client::client_crypto;
+pub use client::{client_crypto, plain_client_crypto};
 pub use identity::{
     default_identity_dir, fingerprint_of_cert, peer_fingerprint, ClientIdentity,
     IDENTITY_CERT_FILE, IDENTITY_KEY_FILE,

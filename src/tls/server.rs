@@ -151,6 +151,11 @@ fn rustls_config(
     // rustls picks the first of its own list that the client offers, so a
     // client offering every version gets the most preferred.
     config.alpn_protocols = versions.iter().map(|v| v.alpn().to_vec()).collect();
+    // Our cipher-suite order, not the client's: rustls's own default client
+    // (and others) put AES-256-GCM first, which costs the server more per
+    // packet than AES-128-GCM and buys nothing here; every TLS 1.3 client
+    // supports AES-128-GCM (RFC 8446 §9.1).
+    config.ignore_client_order = true;
     config.key_log = Arc::new(rustls::KeyLogFile::new());
     // Stateless session tickets: returning clients resume without a full
     // handshake, and the server keeps no per-client session state. A ticket
@@ -204,6 +209,59 @@ mod tests {
         // rustls' default; quinn's `with_single_cert` would make it u32::MAX.
         assert_eq!(config.max_early_data_size, 0, "0-RTT must stay off");
         assert_eq!(config.alpn_protocols, Version::alpn_list());
+    }
+
+    /// rustls's own default client (ring) offers AES-256-GCM first; the
+    /// server still picks AES-128-GCM, the cheaper of the two.
+    #[test]
+    fn the_servers_cipher_order_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let identity = super::super::load_or_create(dir.path(), &[]).unwrap();
+        let server_config = rustls_config(identity, Arc::default(), &Version::SUPPORTED).unwrap();
+        let default = rustls::crypto::ring::default_provider();
+        assert_eq!(
+            default.cipher_suites[0].suite(),
+            rustls::CipherSuite::TLS13_AES_256_GCM_SHA384,
+            "the test's premise: a default client prefers AES-256"
+        );
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in super::super::read_chain(&dir.path().join(super::super::CA_CERT_FILE)).unwrap()
+        {
+            roots.add(cert).unwrap();
+        }
+        let mut client_config = rustls::ClientConfig::builder_with_provider(Arc::new(default))
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        client_config.alpn_protocols = Version::alpn_list();
+        let mut client =
+            rustls::ClientConnection::new(Arc::new(client_config), "localhost".try_into().unwrap())
+                .unwrap();
+        let mut server = rustls::ServerConnection::new(Arc::new(server_config)).unwrap();
+        // Shuttle the flights in memory until both sides are done.
+        for _ in 0..10 {
+            let mut flight = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut flight).unwrap();
+            }
+            server.read_tls(&mut flight.as_slice()).unwrap();
+            server.process_new_packets().unwrap();
+            let mut flight = Vec::new();
+            while server.wants_write() {
+                server.write_tls(&mut flight).unwrap();
+            }
+            client.read_tls(&mut flight.as_slice()).unwrap();
+            client.process_new_packets().unwrap();
+            if !client.is_handshaking() && !server.is_handshaking() {
+                break;
+            }
+        }
+        assert!(!server.is_handshaking(), "the handshake finished");
+        assert_eq!(
+            server.negotiated_cipher_suite().map(|suite| suite.suite()),
+            Some(rustls::CipherSuite::TLS13_AES_128_GCM_SHA256)
+        );
     }
 
     #[test]
