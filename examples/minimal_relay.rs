@@ -91,7 +91,7 @@ async fn request(
     ids: &AtomicU64,
     from: &str,
 ) -> anyhow::Result<()> {
-    let frame = Bytes::from(read_frame_bytes(&mut recv).await?);
+    let frame = read_frame_bytes(&mut recv).await?;
     let reply = match decode_request(Version::V1, &frame)? {
         RequestRef::Send { to, body } => {
             let id = ids.fetch_add(1, Ordering::Relaxed);
@@ -103,7 +103,7 @@ async fn request(
                     let header = encode_deliver_header(id, from, now, body.len())?;
                     let start = frame.len() - body.len();
                     let mut out = recipient.open_uni().await?;
-                    write_parts(&mut out, [Bytes::from(header), frame.slice(start..)]).await?;
+                    write_parts(&mut out, [header, frame.slice(start..)]).await?;
                     match out.stopped().await {
                         Ok(None) => Status::Delivered,
                         _ => Status::RecipientBusy,

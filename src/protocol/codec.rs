@@ -92,6 +92,19 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
 /// (with a name of up to 32 bytes) and every small frame fit.
 const ENCODE_START_BYTES: usize = 96;
 
+/// [`encode`] into a [`Bytes`] of exactly the frame's length. A small frame
+/// is encoded on the stack and copied once into an allocation of its size:
+/// one allocation, where `Bytes::from` a larger `Vec` makes a second for
+/// its shared header (the server's receipts and delivery headers).
+pub fn encode_to_bytes<T: Serialize>(value: &T) -> Result<Bytes, CodecError> {
+    let mut small = [0u8; ENCODE_START_BYTES];
+    match bincode::serde::encode_into_slice(value, &mut small, WIRE) {
+        Ok(len) => Ok(Bytes::copy_from_slice(&small[..len])),
+        // Too long for the stack buffer (or failed): the general path decides.
+        Err(_) => encode(value).map(Bytes::from),
+    }
+}
+
 /// Decode exactly one frame from all of `bytes`.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
     decode_borrowed(bytes)
@@ -134,13 +147,29 @@ pub fn slice_of(frame: &Bytes, part: &str) -> Bytes {
 }
 
 /// Read the stream to its end: the bytes of one frame, at most [`MAX_FRAME_BYTES`].
-pub async fn read_frame_bytes(recv: &mut quinn::RecvStream) -> Result<Vec<u8>, FrameError> {
-    recv.read_to_end(MAX_FRAME_BYTES)
-        .await
-        .map_err(|e| match e {
-            quinn::ReadToEndError::TooLong => FrameError::TooLong,
-            quinn::ReadToEndError::Read(e) => FrameError::Read(e),
-        })
+///
+/// A frame that arrived in one piece (every small request does) is
+/// returned as the received buffer itself, shared with quinn: no
+/// allocation and no copy. A frame in several pieces is joined.
+pub async fn read_frame_bytes(recv: &mut quinn::RecvStream) -> Result<Bytes, FrameError> {
+    let mut whole: Option<Bytes> = None;
+    let mut joined: Vec<u8> = Vec::new();
+    while let Some(chunk) = recv.read_chunk(MAX_FRAME_BYTES, true).await? {
+        let len = whole.as_ref().map_or(0, Bytes::len) + joined.len() + chunk.bytes.len();
+        if len > MAX_FRAME_BYTES {
+            return Err(FrameError::TooLong);
+        }
+        match whole.take() {
+            None if joined.is_empty() => whole = Some(chunk.bytes),
+            None => joined.extend_from_slice(&chunk.bytes),
+            Some(first) => {
+                joined.reserve_exact(len);
+                joined.extend_from_slice(&first);
+                joined.extend_from_slice(&chunk.bytes);
+            }
+        }
+    }
+    Ok(whole.unwrap_or_else(|| Bytes::from(joined)))
 }
 
 /// Read the stream to its end (at most one frame's worth) and decode exactly one frame.
@@ -156,7 +185,7 @@ pub async fn write_frame<T: Serialize>(
     send: &mut quinn::SendStream,
     value: &T,
 ) -> Result<(), FrameError> {
-    write_parts(send, [Bytes::from(encode(value)?)]).await
+    write_parts(send, [encode_to_bytes(value)?]).await
 }
 
 /// Write a reply on a connection of `version`, and finish the stream. A reply
@@ -207,11 +236,11 @@ pub fn encode_deliver_header(
     from: &str,
     sent_at_ms: u64,
     body_len: usize,
-) -> Result<Vec<u8>, CodecError> {
+) -> Result<Bytes, CodecError> {
     // An enum variant is its index then its fields; a string is its length then
     // its bytes. `Deliver` is variant 0 of `Push`.
     const DELIVER: u32 = 0;
-    encode(&(DELIVER, id, from, sent_at_ms, body_len as u64))
+    encode_to_bytes(&(DELIVER, id, from, sent_at_ms, body_len as u64))
 }
 
 /// A `Push::Deliver` frame's fields, borrowed from its bytes.
@@ -487,7 +516,9 @@ mod tests {
                 (250, long_name.as_str(), 1_700_000_000_000),
                 (u64::MAX, "x", u64::MAX),
             ] {
-                let mut parts = encode_deliver_header(id, from, at, body.len()).unwrap();
+                let mut parts = encode_deliver_header(id, from, at, body.len())
+                    .unwrap()
+                    .to_vec();
                 parts.extend_from_slice(body.as_bytes());
                 let whole = Push::Deliver {
                     id,

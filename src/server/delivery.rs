@@ -81,6 +81,10 @@ impl DeliveryOutcome {
 /// Send `frame` (a whole `Deliver` frame, in parts) on a new stream of
 /// `connection`, within `deadline`; an acknowledged one's time from opening
 /// the stream goes into `latency`.
+///
+/// This is every live message's path, and its future lives in the
+/// request's task: it is written flat (no nested async fns, each of which
+/// keeps its own copy of its arguments) to keep that task small.
 pub(crate) async fn send_within(
     connection: &quinn::Connection,
     frame: [Bytes; 2],
@@ -88,21 +92,19 @@ pub(crate) async fn send_within(
     latency: &LatencyHistogram,
 ) -> DeliveryOutcome {
     let opened = Instant::now();
-    let outcome = tokio::time::timeout(deadline, send_on_new_stream(connection, frame))
+    let sent = async {
+        let Ok(stream) = connection.open_uni().await else {
+            return DeliveryOutcome::Lost;
+        };
+        write_and_wait(stream, frame).await
+    };
+    let outcome = tokio::time::timeout(deadline, sent)
         .await
         .unwrap_or(DeliveryOutcome::TimedOut);
     if outcome == DeliveryOutcome::Acked {
         latency.observe(opened.elapsed());
     }
     outcome
-}
-
-/// Open a stream, write the frame, finish, and wait for the peer's acknowledgement.
-async fn send_on_new_stream(connection: &quinn::Connection, frame: [Bytes; 2]) -> DeliveryOutcome {
-    let Ok(stream) = connection.open_uni().await else {
-        return DeliveryOutcome::Lost;
-    };
-    write_and_wait(stream, frame).await
 }
 
 /// The `Deliver` frame of `envelope`, as the header and the body's own bytes.
@@ -114,7 +116,7 @@ pub(crate) fn frame(envelope: Envelope<'_>) -> Option<[Bytes; 2]> {
         envelope.body.len(),
     )
     .ok()?;
-    Some([Bytes::from(header), envelope.body])
+    Some([header, envelope.body])
 }
 
 /// Send `Push::Receipt{id, status}` (v2's late receipt) on a new stream of
@@ -124,13 +126,13 @@ pub(crate) async fn push_receipt(
     id: u64,
     status: crate::protocol::Status,
 ) -> DeliveryOutcome {
-    let Ok(frame) = codec::encode(&crate::protocol::Push::Receipt { id, status }) else {
+    let Ok(frame) = codec::encode_to_bytes(&crate::protocol::Push::Receipt { id, status }) else {
         return DeliveryOutcome::Oversized;
     };
     let Ok(stream) = connection.open_uni().await else {
         return DeliveryOutcome::Lost;
     };
-    write_and_wait(stream, [Bytes::from(frame), Bytes::new()]).await
+    write_and_wait(stream, [frame, Bytes::new()]).await
 }
 
 /// Write `frame` on an opened stream, finish, and wait for the acknowledgement.
@@ -138,11 +140,15 @@ pub(crate) async fn write_and_wait(
     mut stream: quinn::SendStream,
     frame: [Bytes; 2],
 ) -> DeliveryOutcome {
-    if let Err(e) = codec::write_parts(&mut stream, frame).await {
-        return match e {
-            codec::FrameError::Write(quinn::WriteError::Stopped(_)) => DeliveryOutcome::Stopped,
-            _ => DeliveryOutcome::Lost,
-        };
+    for part in frame {
+        match stream.write_chunk(part).await {
+            Ok(()) => {}
+            Err(quinn::WriteError::Stopped(_)) => return DeliveryOutcome::Stopped,
+            Err(_) => return DeliveryOutcome::Lost,
+        }
+    }
+    if stream.finish().is_err() {
+        return DeliveryOutcome::Lost;
     }
     match stream.stopped().await {
         // All data acknowledged.

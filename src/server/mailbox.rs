@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Semaphore, TryAcquireError};
+use tokio::sync::{Semaphore, SemaphorePermit, TryAcquireError};
 
 use super::config::DELIVERY_OVERHEAD_BYTES;
 use super::delivery::{self, DeliveryOutcome, Envelope};
@@ -200,19 +200,44 @@ impl Mailbox {
     /// Deliver `envelope` and say what happened (also to `metrics`), always
     /// within `deadline`. A recipient that cannot take it in time is closed
     /// with TOO_SLOW.
+    ///
+    /// Every live message's path, its future inside the request's task: one
+    /// async layer over [`delivery::send_within`], to keep that task small.
     pub(crate) async fn deliver(
         &self,
         envelope: Envelope<'_>,
         deadline: Duration,
         metrics: &DeliveryMetrics,
     ) -> DeliveryOutcome {
-        let bound = codec::deliver_frame_len_bound(envelope.from.len(), envelope.body.len());
-        let outcome = match delivery::frame(envelope) {
-            Some(frame) => self.try_deliver(bound, frame, deadline, metrics).await,
-            None => DeliveryOutcome::Oversized,
+        let outcome = match self.charge(envelope) {
+            Ok((frame, _permit)) => {
+                let outcome =
+                    delivery::send_within(&self.connection, frame, deadline, &metrics.latency)
+                        .await;
+                self.close_if_timed_out(outcome);
+                outcome
+            }
+            Err(refused) => refused,
         };
         metrics.ended(outcome);
         outcome
+    }
+
+    /// The `Deliver` frame of `envelope`, with its cost charged to the
+    /// backlog first, so a busy recipient costs nothing more; or why not.
+    fn charge(
+        &self,
+        envelope: Envelope<'_>,
+    ) -> Result<([bytes::Bytes; 2], SemaphorePermit<'_>), DeliveryOutcome> {
+        let bound = codec::deliver_frame_len_bound(envelope.from.len(), envelope.body.len());
+        let frame = delivery::frame(envelope).ok_or(DeliveryOutcome::Oversized)?;
+        let cost = u32::try_from(bound + DELIVERY_OVERHEAD_BYTES).unwrap_or(u32::MAX);
+        match self.backlog.try_acquire_many(cost) {
+            Ok(permit) => Ok((frame, permit)),
+            Err(TryAcquireError::NoPermits) => Err(DeliveryOutcome::Busy),
+            // The user left: the mailbox was closed.
+            Err(TryAcquireError::Closed) => Err(DeliveryOutcome::Lost),
+        }
     }
 
     /// Deliver `frame`, a whole `Deliver` frame another node built, as
@@ -234,8 +259,12 @@ impl Mailbox {
             Ok(_permit) => match tokio::time::timeout(deadline, self.until_live()).await {
                 Ok(()) => {
                     let left = deadline.saturating_sub(started.elapsed());
-                    self.send_charged([frame, bytes::Bytes::new()], left, metrics)
-                        .await
+                    let frame = [frame, bytes::Bytes::new()];
+                    let outcome =
+                        delivery::send_within(&self.connection, frame, left, &metrics.latency)
+                            .await;
+                    self.close_if_timed_out(outcome);
+                    outcome
                 }
                 Err(_) => DeliveryOutcome::TimedOut,
             },
@@ -257,38 +286,11 @@ impl Mailbox {
         }
     }
 
-    async fn try_deliver(
-        &self,
-        frame_bound: usize,
-        frame: [bytes::Bytes; 2],
-        deadline: Duration,
-        metrics: &DeliveryMetrics,
-    ) -> DeliveryOutcome {
-        // Charge the backlog first, so a busy recipient costs nothing more.
-        let cost = u32::try_from(frame_bound + DELIVERY_OVERHEAD_BYTES).unwrap_or(u32::MAX);
-        let _permit = match self.backlog.try_acquire_many(cost) {
-            Ok(permit) => permit,
-            Err(TryAcquireError::NoPermits) => return DeliveryOutcome::Busy,
-            // The user left: the mailbox was closed.
-            Err(TryAcquireError::Closed) => return DeliveryOutcome::Lost,
-        };
-        self.send_charged(frame, deadline, metrics).await
-    }
-
-    /// Send a delivery whose backlog is charged; a recipient that cannot
-    /// take it in time is closed with TOO_SLOW.
-    async fn send_charged(
-        &self,
-        frame: [bytes::Bytes; 2],
-        deadline: Duration,
-        metrics: &DeliveryMetrics,
-    ) -> DeliveryOutcome {
-        let outcome =
-            delivery::send_within(&self.connection, frame, deadline, &metrics.latency).await;
+    /// A delivery the recipient could not take in the whole budget closes it.
+    fn close_if_timed_out(&self, outcome: DeliveryOutcome) {
         if outcome == DeliveryOutcome::TimedOut {
             self.close_too_slow();
         }
-        outcome
     }
 
     /// A recipient that cannot take a message in the whole delivery budget is

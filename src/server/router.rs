@@ -99,7 +99,7 @@ pub(crate) async fn route_send(
                 sent_at_ms,
                 body: envelope.body.clone(),
             };
-            match remote.deliver(&key, remote_envelope).await {
+            match Box::pin(remote.deliver(&key, remote_envelope)).await {
                 // Refused there: stored for an account (the store says
                 // NotConnected for anyone else), as on one node.
                 Some(DeliveryOutcome::Stopped | DeliveryOutcome::Lost) if mail.is_some() => {}
@@ -109,27 +109,30 @@ pub(crate) async fn route_send(
             // Online nowhere in the cluster, or refused where it is: stored
             // within what is left of the Send's 10 s.
             let left = SEND_BUDGET.saturating_sub(accepted.elapsed());
-            let stored =
-                tokio::time::timeout(left, store_offline(state, mail, key, &envelope, from));
+            let stored = tokio::time::timeout(
+                left,
+                Box::pin(store_offline(state, mail, key, &envelope, from)),
+            );
             return (id, stored.await.unwrap_or(Status::RecipientBusy));
         }
-        Route::Unknown => return (id, store_offline(state, mail, key, &envelope, from).await),
+        Route::Unknown => {
+            let stored = Box::pin(store_offline(state, mail, key, &envelope, from));
+            return (id, stored.await);
+        }
     };
-    if let Some((mail, sender)) = mail {
-        if mailbox.is_account() {
+    // Only what a refused delivery needs is kept across the delivery (this
+    // future lives in every request's task): the mail store and the body.
+    let kept = match mail {
+        Some((mail, sender)) if mailbox.is_account() => {
             if let Some(_hold) = mailbox.hold_if_draining() {
                 // Behind the backlog that is draining, never ahead of it.
-                return (
-                    id,
-                    mail.store(key, &envelope, sender, from.reply_to.as_ref())
-                        .await,
-                );
+                let stored = Box::pin(mail.store(key, &envelope, sender, from.reply_to.as_ref()));
+                return (id, stored.await);
             }
+            Some((mail, envelope.body.clone()))
         }
-    }
-    let kept = mail
-        .filter(|_| mailbox.is_account())
-        .map(|m| (m, envelope.body.clone()));
+        _ => None,
+    };
     let outcome = mailbox
         .deliver(
             envelope,
@@ -138,7 +141,7 @@ pub(crate) async fn route_send(
         )
         .await;
     match (outcome, kept) {
-        (DeliveryOutcome::Stopped | DeliveryOutcome::Lost, Some(((mail, sender), body))) => {
+        (DeliveryOutcome::Stopped | DeliveryOutcome::Lost, Some((mail, body))) => {
             // This connection refused it: it waits for the next session,
             // and a later drain on this connection skips it.
             mailbox.refuse(id);
@@ -149,11 +152,8 @@ pub(crate) async fn route_send(
                 sent_at_ms,
                 body,
             };
-            (
-                id,
-                mail.store(key, &envelope, sender, from.reply_to.as_ref())
-                    .await,
-            )
+            let stored = Box::pin(mail.store(key, &envelope, from.account, from.reply_to.as_ref()));
+            (id, stored.await)
         }
         (outcome, _) => (id, status_of(outcome)),
     }

@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, Instrument};
 
@@ -85,7 +84,7 @@ async fn serve_requests(session: &Arc<Session>, tracker: &TaskTracker) -> String
         tokio::select! {
             stream = session.connection.accept_bi() => match stream {
                 Ok((send, recv)) => {
-                    tracker.spawn(handle_request(Arc::clone(session), send, recv));
+                    tracker.spawn(Box::pin(handle_request(Arc::clone(session), send, recv)));
                 }
                 Err(e) => return close::describe(&e),
             },
@@ -107,7 +106,7 @@ async fn handle_request(
     let bytes =
         match tokio::time::timeout(state.limits.request_timeout, read_frame_bytes(&mut recv)).await
         {
-            Ok(Ok(bytes)) => Bytes::from(bytes),
+            Ok(Ok(bytes)) => bytes,
             Ok(Err(FrameError::TooLong)) => {
                 debug!("request over the frame limit");
                 return CloseCode::ProtocolError
@@ -133,7 +132,7 @@ async fn handle_request(
         Ok(RequestRef::Hello { .. }) => {
             return CloseCode::ProtocolError.close(&session.connection, "Hello sent twice");
         }
-        Ok(RequestRef::Devices(op)) => return devices(&session, send, op).await,
+        Ok(RequestRef::Devices(op)) => return Box::pin(devices(&session, send, op)).await,
         Err(e) => {
             debug!("protocol error: {e}");
             return CloseCode::ProtocolError.close(&session.connection, "malformed request");
