@@ -18,16 +18,39 @@ use crate::protocol::{
 };
 
 /// Serve one incoming connection until it ends.
-pub(crate) async fn run(
+///
+/// Not an `async fn`: one would keep room for its arguments (the large
+/// `Incoming` among them) for the connection's whole life. The handshake and
+/// Hello phase is boxed and owns them; its state is large and short-lived,
+/// and is freed once the user is registered, so an idle connection's task
+/// holds only what serving it needs.
+pub(crate) fn run(
     incoming: quinn::Incoming,
     slot: ConnectionSlot,
     state: Arc<State>,
     tracker: TaskTracker,
-) {
+) -> impl std::future::Future<Output = ()> + Send {
     let remote = canonical(incoming.remote_address());
-    // The handshake and Hello phase is boxed: its state is large and short-lived,
-    // and would otherwise stay part of every idle connection's task.
-    let Some(Admitted {
+    let admission = {
+        let state = Arc::clone(&state);
+        Box::pin(async move { admit(incoming, slot, &state, remote).await })
+    };
+    async move {
+        if let Some(admitted) = admission.await {
+            serve(admitted, state, tracker, remote).await;
+        }
+    }
+}
+
+/// Serve an admitted user until the connection ends. The set-up is done
+/// here, at once; what is returned holds only what serving needs.
+fn serve(
+    admitted: Admitted,
+    state: Arc<State>,
+    tracker: TaskTracker,
+    remote: SocketAddr,
+) -> impl std::future::Future<Output = ()> + Send {
+    let Admitted {
         connection,
         version,
         registration,
@@ -35,38 +58,37 @@ pub(crate) async fn run(
         _slot,
         _open,
         drain,
-    }) = Box::pin(admit(incoming, slot, &state, remote)).await
-    else {
-        return;
-    };
+    } = admitted;
     let name = Arc::clone(&registration.mailbox().name);
     let span = tracing::info_span!("session", user = %name);
-    async {
-        info!(%remote, %version, "connected");
-        let account = match principal {
-            Principal::Member { key, .. } => Some(key),
-            Principal::Guest => None,
-        };
-        if let (true, Some(mail), Some(key)) = (drain, state.mail.clone(), account) {
-            let mailbox = Arc::clone(registration.mailbox());
-            tracker.spawn(super::drain::run(Arc::clone(&state), mail, mailbox, key));
-        }
-        // A v2 guest hears of its stored messages on this connection.
-        let reply_to = (account.is_none() && version >= Version::V2)
-            .then(|| Arc::downgrade(registration.mailbox()));
-        let session = Arc::new(Session {
-            sender: Sender::new(name, account, reply_to, &state),
-            connection,
-            version,
-            principal,
-            state,
-        });
+    span.in_scope(|| info!(%remote, %version, "connected"));
+    let account = match principal {
+        Principal::Member { key, .. } => Some(key),
+        Principal::Guest => None,
+    };
+    if let (true, Some(mail), Some(key)) = (drain, state.mail.clone(), account) {
+        let mailbox = Arc::clone(registration.mailbox());
+        tracker.spawn(
+            super::drain::run(Arc::clone(&state), mail, mailbox, key).instrument(span.clone()),
+        );
+    }
+    // A v2 guest hears of its stored messages on this connection.
+    let reply_to = (account.is_none() && version >= Version::V2)
+        .then(|| Arc::downgrade(registration.mailbox()));
+    let session = Arc::new(Session {
+        sender: Sender::new(name, account, reply_to, &state),
+        connection,
+        version,
+        principal,
+        state,
+    });
+    async move {
         let reason = serve_requests(&session, &tracker).await;
         drop(registration);
         info!(%reason, "left");
+        drop((_slot, _open));
     }
     .instrument(span)
-    .await
 }
 
 /// One registered user's connection, as its request tasks see it.
