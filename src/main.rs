@@ -27,7 +27,7 @@ fn main() -> ExitCode {
         _ => None,
     };
     // Woken tasks run in order, not last-woken-first: a quinn connection's
-    // driver then runs after the request tasks that woke it and sends their
+    // driver then runs after the session tasks that woke it and sends their
     // packets together, instead of one send per message (docs/BENCHMARKS.md).
     // The current-thread scheduler always works that way; the multi-threaded
     // one needs its LIFO slot turned off (an unstable tokio API, enabled for

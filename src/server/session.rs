@@ -1,9 +1,12 @@
-//! One client connection after its Hello was accepted: each request stream in
-//! its own task until the connection ends.
+//! One client connection after its Hello was accepted: its request streams
+//! served concurrently, within the connection's own task, until it ends.
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, Instrument};
 
@@ -29,7 +32,7 @@ pub(crate) fn run(
     slot: ConnectionSlot,
     state: Arc<State>,
     tracker: TaskTracker,
-) -> impl std::future::Future<Output = ()> + Send {
+) -> impl Future<Output = ()> + Send {
     let remote = canonical(incoming.remote_address());
     let admission = {
         let state = Arc::clone(&state);
@@ -49,7 +52,7 @@ fn serve(
     state: Arc<State>,
     tracker: TaskTracker,
     remote: SocketAddr,
-) -> impl std::future::Future<Output = ()> + Send {
+) -> impl Future<Output = ()> + Send {
     let Admitted {
         connection,
         version,
@@ -91,7 +94,7 @@ fn serve(
     .instrument(span)
 }
 
-/// One registered user's connection, as its request tasks see it.
+/// One registered user's connection, as its requests see it.
 struct Session {
     sender: Sender,
     connection: quinn::Connection,
@@ -102,14 +105,29 @@ struct Session {
 
 /// Accept request streams until the connection ends; returns why it ended.
 async fn serve_requests(session: &Arc<Session>, tracker: &TaskTracker) -> String {
+    // A connection's requests run concurrently inside its session task, not
+    // as tasks of their own: no spawn per request, and no hand-over of each
+    // one to the other worker thread and back (docs/BENCHMARKS.md).
+    // Boxed: the set's own stub node has room for one future, and a
+    // request's is 1.6 KB that every idle connection would otherwise hold.
+    let mut pending: FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send>>> =
+        FuturesUnordered::new();
     loop {
         tokio::select! {
             stream = session.connection.accept_bi() => match stream {
                 Ok((send, recv)) => {
-                    tracker.spawn(Box::pin(handle_request(Arc::clone(session), send, recv)));
+                    pending.push(Box::pin(handle_request(Arc::clone(session), send, recv)));
                 }
-                Err(e) => return close::describe(&e),
+                Err(e) => {
+                    // Requests still in flight finish on their own (their
+                    // deliveries and stores complete, as the sender left).
+                    if !pending.is_empty() {
+                        tracker.spawn(async move { while pending.next().await.is_some() {} });
+                    }
+                    return close::describe(&e);
+                }
             },
+            Some(()) = pending.next(), if !pending.is_empty() => {}
             Ok(_) = session.connection.accept_uni() => {
                 CloseCode::ProtocolError
                     .close(&session.connection, "clients must not open unidirectional streams");
