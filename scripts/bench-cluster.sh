@@ -2,10 +2,12 @@
 # Two quic-chat nodes (release build) on one nats-server, measured single-node
 # (senders and receivers on n1) and cross-node (senders on n1, receivers on n2),
 # interleaved; docs/BENCHMARKS.md records the output. Needs `cargo build --release`
-# and `scripts/nats-server.sh` first.
+# and `scripts/nats-server.sh` first. Usage: scripts/bench-cluster.sh [ROUNDS]
+# (default 2); BIN=path picks another build.
 set -u
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-BIN=$ROOT/target/release/quic-chat
+BIN=${BIN:-$ROOT/target/release/quic-chat}
+ROUNDS=${1:-2}
 NATS=$ROOT/target/nats-server-venv/bin/nats-server
 rm -rf /tmp/cb && mkdir -p /tmp/cb
 cd /tmp/cb
@@ -21,7 +23,7 @@ N2=$!
 sleep 2
 cpu() { awk '{print $14+$15}' /proc/$1/stat; }
 CA=/tmp/cb/certs/ca.pem
-for round in 1 2; do
+for round in $(seq 1 "$ROUNDS"); do
   for shape in single cross; do
     if [ $shape = single ]; then extra=""; else extra="--receivers-at 127.0.0.1:14434 --receivers-ca $CA"; fi
     a1=$(cpu $N1); a2=$(cpu $N2); an=$(cpu $NATSPID)

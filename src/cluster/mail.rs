@@ -27,7 +27,7 @@ use std::time::Duration;
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
 
-use super::names::name_key;
+use super::names::name_subject;
 use super::{ClusterConfig, ClusterError};
 use crate::protocol::NameKey;
 
@@ -142,11 +142,11 @@ impl SharedMail {
     }
 
     fn subject(&self, recipient: &NameKey) -> String {
-        format!("{}.mail.{}", self.prefix, name_key(recipient))
+        name_subject(&self.prefix, "mail", recipient)
     }
 
     fn notice_subject(&self, sender: &NameKey) -> String {
-        format!("{}.notice.{}", self.prefix, name_key(sender))
+        name_subject(&self.prefix, "notice", sender)
     }
 
     /// Keep `notice` (an encoded notice record about message `id`) for the

@@ -72,6 +72,19 @@ pub fn name_key(name: &NameKey) -> String {
     name.as_str().replace('.', "=")
 }
 
+/// The subject `<prefix>.<kind>.<name key>`, built in one allocation (a
+/// delivery to another node builds one per message).
+pub(crate) fn name_subject(prefix: &str, kind: &str, name: &NameKey) -> String {
+    let name = name.as_str();
+    let mut subject = String::with_capacity(prefix.len() + kind.len() + name.len() + 2);
+    subject.push_str(prefix);
+    subject.push('.');
+    subject.push_str(kind);
+    subject.push('.');
+    subject.extend(name.chars().map(|c| if c == '.' { '=' } else { c }));
+    subject
+}
+
 /// A claim's holder, from its value; `None` for bytes no node writes.
 pub(crate) fn holder(value: &[u8]) -> Option<Holder> {
     // A node id (32), an incarnation (20), a name (32) and two spaces.
@@ -277,6 +290,8 @@ mod tests {
     #[test]
     fn keys_and_holders() {
         let key = |name: &str| name_key(&NameKey::new(name).unwrap());
+        let dotted = NameKey::new("Bob.x-y").unwrap();
+        assert_eq!(name_subject("qc", "dm", &dotted), "qc.dm.bob=x-y");
         assert_eq!(key("Alice"), "alice");
         assert_eq!(key(".dot.name-x_y"), "=dot=name-x_y");
         assert_eq!(

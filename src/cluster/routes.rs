@@ -19,7 +19,7 @@ use std::time::Duration;
 use async_nats::{RequestErrorKind, Subscriber};
 use bytes::Bytes;
 
-use super::names::name_key;
+use super::names::name_subject;
 use super::{Cluster, ClusterError};
 use crate::protocol::NameKey;
 
@@ -114,7 +114,7 @@ impl ControlAnswer {
 
 impl Cluster {
     fn dm_subject(&self, key: &NameKey) -> String {
-        format!("{}.dm.{}", self.prefix, name_key(key))
+        name_subject(&self.prefix, "dm", key)
     }
 
     fn control_subject(&self, node: &str) -> String {
@@ -122,7 +122,7 @@ impl Cluster {
     }
 
     fn bell_subject(&self, key: &NameKey) -> String {
-        format!("{}.bell.{}", self.prefix, name_key(key))
+        name_subject(&self.prefix, "bell", key)
     }
 
     /// Take deliveries and bells for `key` on this node: both subscriptions
@@ -148,9 +148,8 @@ impl Cluster {
     /// Ask the node serving `key` to deliver `frame` (a whole `Deliver`
     /// frame), waiting at most `timeout` for its answer.
     pub async fn deliver(&self, key: &NameKey, frame: Bytes, timeout: Duration) -> RemoteAnswer {
-        let request = async_nats::Request::new()
-            .payload(frame)
-            .timeout(Some(timeout));
+        // One timer per delivery: ours (async-nats's own is turned off).
+        let request = async_nats::Request::new().payload(frame).timeout(None);
         let asked = tokio::time::timeout(
             timeout,
             self.client.send_request(self.dm_subject(key), request),

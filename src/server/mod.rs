@@ -112,6 +112,12 @@ impl Server {
         let mut cluster = cluster.clone();
         let mail = config.accounts.mail;
         if mail.enabled && config.accounts.mode != AccountsMode::Off {
+            if mail.guest_mail {
+                warn!(
+                    "--guest-mail is ignored in cluster mode: guests' Sends to offline \
+                     accounts are NotConnected (see docs/CLUSTER.md)"
+                );
+            }
             cluster.mail = Some(crate::cluster::MailLimits {
                 mailbox_messages: i64::try_from(mail.mailbox_max_messages).unwrap_or(i64::MAX),
                 // A stored message is at most a frame plus its record's header.

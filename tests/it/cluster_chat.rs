@@ -62,6 +62,20 @@ async fn two_nodes_with(
     (n1, n2)
 }
 
+/// The accounts of a mail scenario: bob registered on n2 and gone again,
+/// alice signed in on n1. Alice's connection, and both keys (alice's, bob's).
+async fn alice_on_n1_bob_offline(
+    n1: &TestServer,
+    n2: &TestServer,
+) -> (quinn::Connection, DeviceKey, DeviceKey) {
+    let (alice_key, bob_key) = (DeviceKey::new(), DeviceKey::new());
+    sign_in(n2, &bob_key, "bob")
+        .await
+        .close(0u32.into(), b"bye");
+    let alice = sign_in(n1, &alice_key, "alice").await;
+    (alice, alice_key, bob_key)
+}
+
 /// Send `body` from `sender` to `to` until it is Queued (`to` is leaving:
 /// until then it is still online, or its name still held); its id.
 async fn first_queued(sender: &quinn::Connection, to: &str, body: &str) -> u64 {
@@ -415,10 +429,7 @@ async fn next_deliver(connection: &quinn::Connection) -> (u64, String) {
 async fn mail_queued_on_one_node_is_drained_on_another_in_order_after_the_first_stops() {
     let nats = NatsServer::start();
     let [n1, n2]: [TestServer; 2] = nodes(&nats, &["n1", "n2"]).await.try_into().ok().unwrap();
-    let (alice_key, bob_key) = (DeviceKey::new(), DeviceKey::new());
-    let (bob, _) = hello_as(&RawClient::new(&n2, V2, Some(&bob_key)), &n2, "bob").await;
-    bob.close(0u32.into(), b"bye");
-    let (alice, _) = hello_as(&RawClient::new(&n1, V2, Some(&alice_key)), &n1, "alice").await;
+    let (alice, _, bob_key) = alice_on_n1_bob_offline(&n1, &n2).await;
     let mut queued = Vec::new();
     let sending = within(SCENARIO, "bob's name released", async {
         loop {
@@ -487,10 +498,7 @@ async fn mail_queued_on_one_node_is_drained_on_another_in_order_after_the_first_
 async fn a_login_on_another_node_while_the_sender_keeps_sending_loses_nothing() {
     let nats = NatsServer::start();
     let [n1, n2]: [TestServer; 2] = nodes(&nats, &["n1", "n2"]).await.try_into().ok().unwrap();
-    let (alice_key, bob_key) = (DeviceKey::new(), DeviceKey::new());
-    let (bob, _) = hello_as(&RawClient::new(&n2, V2, Some(&bob_key)), &n2, "bob").await;
-    bob.close(0u32.into(), b"bye");
-    let (alice, _) = hello_as(&RawClient::new(&n1, V2, Some(&alice_key)), &n1, "alice").await;
+    let (alice, _, bob_key) = alice_on_n1_bob_offline(&n1, &n2).await;
     // Wait until bob is gone everywhere (his Sends are Queued).
     let first = first_queued(&alice, "bob", "before").await;
     let sender = tokio::spawn(async move {
@@ -791,11 +799,7 @@ async fn sign_in(node: &TestServer, key: &DeviceKey, name: &str) -> quinn::Conne
 async fn late_receipts_reach_the_sender_on_its_node_now_or_at_its_next_session() {
     let nats = NatsServer::start();
     let [n1, n2]: [TestServer; 2] = nodes(&nats, &["n1", "n2"]).await.try_into().ok().unwrap();
-    let (alice_key, bob_key) = (DeviceKey::new(), DeviceKey::new());
-    sign_in(&n2, &bob_key, "bob")
-        .await
-        .close(0u32.into(), b"bye");
-    let alice = sign_in(&n1, &alice_key, "alice").await;
+    let (alice, alice_key, bob_key) = alice_on_n1_bob_offline(&n1, &n2).await;
     let first = first_queued(&alice, "bob", "one").await;
     // bob drains on n2 while alice is online on n1: her receipt comes at once.
     let bob = sign_in(&n2, &bob_key, "bob").await;
@@ -822,11 +826,7 @@ async fn mail_past_its_lifetime_is_swept_and_its_sender_told_expired_across_node
     };
     let limits = crate::harness::test_limits();
     let (n1, n2) = two_nodes_with(&nats, limits, mail).await;
-    let (alice_key, bob_key) = (DeviceKey::new(), DeviceKey::new());
-    sign_in(&n2, &bob_key, "bob")
-        .await
-        .close(0u32.into(), b"bye");
-    let alice = sign_in(&n1, &alice_key, "alice").await;
+    let (alice, _, bob_key) = alice_on_n1_bob_offline(&n1, &n2).await;
     let id = first_queued(&alice, "bob", "too late").await;
     let queued_at = Instant::now();
     assert_eq!(next_receipt(&alice).await, (id, Status::Expired));
@@ -943,11 +943,7 @@ async fn a_full_mailbox_in_the_cluster_is_recipient_busy_not_evicted() {
     };
     let limits = crate::harness::test_limits();
     let (n1, n2) = two_nodes_with(&nats, limits, mail).await;
-    let (alice_key, bob_key) = (DeviceKey::new(), DeviceKey::new());
-    sign_in(&n2, &bob_key, "bob")
-        .await
-        .close(0u32.into(), b"bye");
-    let alice = sign_in(&n1, &alice_key, "alice").await;
+    let (alice, _, bob_key) = alice_on_n1_bob_offline(&n1, &n2).await;
     let first = first_queued(&alice, "bob", "0").await;
     let mut kept = vec![first];
     for i in 1..3 {
