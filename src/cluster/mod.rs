@@ -15,7 +15,8 @@
 //!   and released by compare-and-set, stale claims of dead nodes taken over;
 //! - [`Roster`]: a watched replica of the claims and leases, for lists;
 //! - deliveries, bells and questions between nodes by request/reply
-//!   (`routes.rs`);
+//!   (`routes.rs`), deliveries' answers on a reply subscription of this
+//!   node's own (`replies.rs`);
 //! - the accounts every node shares (`accounts.rs`), and stored mail and
 //!   late receipts in JetStream ([`SharedMail`], `mail.rs`);
 //! - the cluster-wide run counter that prefixes message ids.
@@ -27,6 +28,7 @@ mod accounts;
 mod lease;
 mod mail;
 mod names;
+mod replies;
 mod roster;
 mod routes;
 
@@ -201,6 +203,7 @@ pub struct Cluster {
     accounts: accounts::SharedAccounts,
     mail: Option<SharedMail>,
     roster: Roster,
+    replies: replies::Replies,
     server_version: String,
     node: NodeId,
     prefix: String,
@@ -270,6 +273,7 @@ impl Cluster {
             let stop = CancellationToken::new();
             let roster =
                 Roster::watch(names.bucket().clone(), lease.bucket().clone(), stop.clone());
+            let replies = replies::Replies::open(&client, stop.clone()).await?;
             Ok(Cluster {
                 client,
                 lease,
@@ -277,6 +281,7 @@ impl Cluster {
                 accounts,
                 mail,
                 roster,
+                replies,
                 server_version,
                 node: config.node_id.clone(),
                 prefix: config.prefix.clone(),

@@ -16,10 +16,11 @@
 
 use std::time::Duration;
 
-use async_nats::{RequestErrorKind, Subscriber};
+use async_nats::Subscriber;
 use bytes::Bytes;
 
 use super::names::name_subject;
+use super::replies::Reply;
 use super::{Cluster, ClusterError};
 use crate::protocol::NameKey;
 
@@ -148,25 +149,25 @@ impl Cluster {
     /// Ask the node serving `key` to deliver `frame` (a whole `Deliver`
     /// frame), waiting at most `timeout` for its answer.
     pub async fn deliver(&self, key: &NameKey, frame: Bytes, timeout: Duration) -> RemoteAnswer {
-        // One timer per delivery: ours (async-nats's own is turned off).
-        let request = async_nats::Request::new().payload(frame).timeout(None);
-        let asked = tokio::time::timeout(
-            timeout,
-            self.client.send_request(self.dm_subject(key), request),
-        )
-        .await;
-        match asked {
-            Ok(Ok(reply)) => match reply.payload.as_ref() {
+        let subject = self.dm_subject(key);
+        match self
+            .replies
+            .request(&self.client, subject, frame, timeout)
+            .await
+        {
+            Reply::Answered(payload) => match payload.as_ref() {
                 [byte] => RemoteAnswer::Answered(*byte),
                 _ => RemoteAnswer::NoAnswer,
             },
-            Ok(Err(e)) if e.kind() == RequestErrorKind::NoResponders => RemoteAnswer::NobodyThere,
-            Ok(Err(e)) => {
-                tracing::debug!("a delivery through NATS failed: {e}");
-                RemoteAnswer::NoAnswer
-            }
-            Err(_) => RemoteAnswer::NoAnswer,
+            Reply::NoResponders => RemoteAnswer::NobodyThere,
+            Reply::NoAnswer => RemoteAnswer::NoAnswer,
         }
+    }
+
+    /// How many deliveries to other nodes wait for their answer now
+    /// (bounded by the deliveries in flight: a slot goes when its wait ends).
+    pub fn deliveries_waiting(&self) -> usize {
+        self.replies.waiting()
     }
 
     /// Tell the node serving `key` (if any) that mail was stored for it:

@@ -290,3 +290,57 @@ async fn a_dead_nodes_claims_are_taken_over_and_its_late_release_frees_nothing()
     assert_ne!(dotted, dashed);
     n2.leave().await;
 }
+
+#[tokio::test]
+async fn a_delivery_nobody_answers_times_out_and_leaves_nothing_waiting() {
+    use bytes::Bytes;
+    use futures_util::StreamExt;
+    use quic_chat::cluster::RemoteAnswer;
+    let nats = NatsServer::start();
+    let n1 = join(&config(&nats, "n1")).await.expect("n1 joins");
+    let n2 = std::sync::Arc::new(join(&config(&nats, "n2")).await.expect("n2 joins"));
+    let bob = name("Bob.x-y");
+    let frame = || Bytes::from_static(b"frame");
+    // Online nowhere: NATS says so at once.
+    assert_eq!(
+        n1.deliver(&bob, frame(), Duration::from_secs(5)).await,
+        RemoteAnswer::NobodyThere
+    );
+    // n2 takes bob's deliveries and does not answer (a paused node): every
+    // wait ends at its timeout, and no slot is left behind.
+    let mut subscriptions = n2.serve_name(&bob).await.expect("n2 serves bob");
+    let waits = (0..20).map(|_| n1.deliver(&bob, frame(), Duration::from_millis(300)));
+    let answers = futures_util::future::join_all(waits).await;
+    assert!(
+        answers.iter().all(|a| *a == RemoteAnswer::NoAnswer),
+        "{answers:?}"
+    );
+    assert_eq!(n1.deliveries_waiting(), 0);
+    // n2 wakes and answers everything: the twenty late answers find no
+    // waiter and are dropped; a new delivery gets its own answer.
+    let responder = std::sync::Arc::clone(&n2);
+    let answering = tokio::spawn(async move {
+        let mut answered = 0;
+        while let Some(request) = subscriptions.deliveries.next().await {
+            responder.respond(&request, Bytes::from_static(&[0])).await;
+            answered += 1;
+            if answered == 21 {
+                return answered;
+            }
+        }
+        answered
+    });
+    assert_eq!(
+        n1.deliver(&bob, frame(), Duration::from_secs(5)).await,
+        RemoteAnswer::Answered(0)
+    );
+    assert_eq!(
+        within(Duration::from_secs(5), "n2 answers", answering)
+            .await
+            .unwrap(),
+        21
+    );
+    assert_eq!(n1.deliveries_waiting(), 0);
+    n1.leave().await;
+    std::sync::Arc::into_inner(n2).unwrap().leave().await;
+}
