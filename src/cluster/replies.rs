@@ -1,4 +1,5 @@
-//! The answers to this node's delivery requests, on one wildcard
+//! The answers to this node's requests to other nodes (deliveries and
+//! control questions), on one wildcard
 //! subscription of its own (`<inbox prefix>.<nuid>.*`).
 //!
 //! async-nats's own request multiplexer keeps a request's reply slot until

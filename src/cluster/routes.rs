@@ -209,15 +209,26 @@ impl Cluster {
         question: Control,
         timeout: Duration,
     ) -> Result<ControlAnswer, ClusterError> {
-        let request = async_nats::Request::new()
-            .payload(question.encode())
-            .timeout(Some(timeout));
-        let reply = self
-            .client
-            .send_request(self.control_subject(node), request)
+        let subject = self.control_subject(node);
+        let payload = question.encode();
+        let answer = match self
+            .replies
+            .request(&self.client, subject, payload, timeout)
             .await
-            .map_err(|e| ClusterError::Nats(format!("node {node} did not answer: {e}")))?;
-        ControlAnswer::decode(&reply.payload)
+        {
+            Reply::Answered(payload) => payload,
+            Reply::NoResponders => {
+                return Err(ClusterError::Nats(format!(
+                    "node {node} did not answer: no responders"
+                )))
+            }
+            Reply::NoAnswer => {
+                return Err(ClusterError::Nats(format!(
+                    "node {node} did not answer in {timeout:?}"
+                )))
+            }
+        };
+        ControlAnswer::decode(&answer)
             .ok_or_else(|| ClusterError::Nats(format!("node {node} answered nonsense")))
     }
 
