@@ -69,19 +69,26 @@ pub struct Holder {
 /// (a key may not start or end with `.`; `=` is in no username). Also the
 /// last token of the name's delivery subject.
 pub fn name_key(name: &NameKey) -> String {
-    name.as_str().replace('.', "=")
+    key_chars(name).collect()
+}
+
+/// The characters of `name`'s bucket key (see [`name_key`]).
+fn key_chars(name: &NameKey) -> impl Iterator<Item = char> + '_ {
+    name.as_str()
+        .chars()
+        .map(|c| if c == '.' { '=' } else { c })
 }
 
 /// The subject `<prefix>.<kind>.<name key>`, built in one allocation (a
 /// delivery to another node builds one per message).
 pub(crate) fn name_subject(prefix: &str, kind: &str, name: &NameKey) -> String {
-    let name = name.as_str();
-    let mut subject = String::with_capacity(prefix.len() + kind.len() + name.len() + 2);
+    let len = prefix.len() + kind.len() + name.as_str().len() + 2;
+    let mut subject = String::with_capacity(len);
     subject.push_str(prefix);
     subject.push('.');
     subject.push_str(kind);
     subject.push('.');
-    subject.extend(name.chars().map(|c| if c == '.' { '=' } else { c }));
+    subject.extend(key_chars(name));
     subject
 }
 
