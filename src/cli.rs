@@ -94,6 +94,10 @@ pub struct BenchArgs {
     /// CA file for --receivers-at.
     #[arg(long, value_name = "FILE", requires = "receivers_at")]
     pub receivers_ca: Option<PathBuf>,
+    /// Worker threads of the load generator (default 1, which leaves the other
+    /// cores to a server on this machine; raise it to load a remote server).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
 }
 
 impl BenchArgs {
@@ -146,7 +150,8 @@ pub struct ServerArgs {
     /// Most connections from one IP address at once (0 = unlimited).
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_connections_per_ip)]
     pub max_connections_per_ip: usize,
-    /// Concurrent request streams one connection may have open.
+    /// Concurrent request streams one connection may have open (a connection
+    /// starts with 4 and gets them all once it has 2 requests in flight).
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_streams_per_connection)]
     pub max_streams: u32,
     /// Handshakes in progress above which new clients must first pass a QUIC

@@ -22,9 +22,14 @@ fn main() -> ExitCode {
     init_tracing(default_log);
     // The local time zone can only be read safely while this is the only thread.
     let offset = UtcOffset::current_local_offset().unwrap_or(UtcOffset::UTC);
+    // The server uses every core by default; a client serves one user (or, in
+    // the bench, loads a server that usually shares the machine), and one
+    // thread does that with less latency and CPU than two handing wake-ups to
+    // each other (docs/BENCHMARKS.md, "Window 1").
     let threads = match &cli.command {
         CliCommand::Server(args) => args.threads,
-        _ => None,
+        CliCommand::Bench(args) => Some(args.threads.unwrap_or(1)),
+        CliCommand::Connect(_) | CliCommand::Whoami(_) => Some(1),
     };
     // Woken tasks run in order, not last-woken-first: a quinn connection's
     // driver then runs after the session tasks that woke it and sends their

@@ -19,6 +19,7 @@ use crate::protocol::codec::{decode_request, read_frame_bytes, slice_of, write_r
 use crate::protocol::{
     close, CloseCode, DeviceOp, FrameError, Reply, RequestRef, Version, MAX_FRAME_BYTES,
 };
+use crate::transport::StreamCredit;
 
 /// Serve one incoming connection until it ends.
 ///
@@ -39,7 +40,10 @@ pub(crate) fn run(
         Box::pin(async move { admit(incoming, slot, &state, remote).await })
     };
     async move {
-        if let Some(admitted) = admission.await {
+        // Awaited on its own line: a temporary in an `if let` would keep the
+        // finished handshake's box alive while the user is served.
+        let admitted = admission.await;
+        if let Some(admitted) = admitted {
             serve(admitted, state, tracker, remote).await;
         }
     }
@@ -112,11 +116,13 @@ async fn serve_requests(session: &Arc<Session>, tracker: &TaskTracker) -> String
     // request's is 1.6 KB that every idle connection would otherwise hold.
     let mut pending: FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send>>> =
         FuturesUnordered::new();
+    let mut credit = StreamCredit::new(session.state.limits.max_streams_per_connection);
     loop {
         tokio::select! {
             stream = session.connection.accept_bi() => match stream {
                 Ok((send, recv)) => {
                     pending.push(Box::pin(handle_request(Arc::clone(session), send, recv)));
+                    credit.note_in_flight(pending.len(), &session.connection);
                 }
                 Err(e) => {
                     // Requests still in flight finish on their own (their

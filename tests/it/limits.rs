@@ -195,3 +195,43 @@ async fn request_streams_per_connection_are_capped() {
         .unwrap();
     server.stop().await;
 }
+
+#[tokio::test]
+async fn request_stream_credit_starts_small_and_grows_once_used() {
+    let server = TestServer::start().await;
+    let connection = raw_registered(&server, "pipeliner").await;
+    // A new connection may open 4 request streams at once (the finished
+    // Hello's credit comes back with a MAX_STREAMS, hence `within`).
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        streams.push(
+            within(SCENARIO, "initial credit", connection.open_bi())
+                .await
+                .unwrap(),
+        );
+    }
+    let fifth = tokio::time::timeout(Duration::from_millis(300), connection.open_bi()).await;
+    assert!(
+        fifth.is_err(),
+        "a new connection starts with 4 streams of credit"
+    );
+    // Two requests in flight at the server: it grants the configured 100.
+    for (send, _) in streams.iter_mut().take(2) {
+        send.write_all(&[2]).await.unwrap();
+    }
+    for _ in 0..40 {
+        streams.push(
+            within(SCENARIO, "raised credit", connection.open_bi())
+                .await
+                .unwrap(),
+        );
+    }
+    // The streams work: one of them is answered.
+    let (mut send, mut recv) = streams.swap_remove(0);
+    send.finish().unwrap();
+    let users = within(SCENARIO, "ListUsers answer", recv.read_to_end(1024))
+        .await
+        .unwrap();
+    assert_eq!(users, b"\x03\x01\x09pipeliner");
+    server.stop().await;
+}
