@@ -7,12 +7,16 @@
 #
 #   scripts/bench-vs-nats.sh [ROUNDS]       (default 3)
 #
-# env: NATS_PEER (default ../shared/peers/nats), OUT (default target/bench-vs-nats.jsonl)
+# env: NATS_PEER (default ../shared/peers/nats), OUT (default target/bench-vs-nats.jsonl),
+#      GEN_THREADS (default 1): worker threads of both load generators, ours
+#      (bench --threads) and natsload (a tokio program: TOKIO_WORKER_THREADS),
+#      so that each server has the same share of the machine
 # Builds the release binary and the relay, provisions nats-server with
 # scripts/nats-server.sh, and needs openssl (for compare.sh's certificates).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 rounds=${1:-3}
+gen_threads=${GEN_THREADS:-1}
 peer=${NATS_PEER:-$root/../shared/peers/nats}
 out=${OUT:-$root/target/bench-vs-nats.jsonl}
 cd "$root"
@@ -36,7 +40,7 @@ shapes=("pairs64|-w pairs -n 50 --in-flight 32 -b 64"
         "resumed|-w connect -n 32")
 row() { echo "{\"round\":$1,\"system\":\"$2\",\"shape\":\"$3\",\"run\":$4}" | tee -a "$out"; }
 for round in $(seq "$rounds"); do
-  bash "$peer/compare.sh" 1 | grep '^{' | while read -r line; do
+  TOKIO_WORKER_THREADS=$gen_threads bash "$peer/compare.sh" 1 | grep '^{' | while read -r line; do
     case "$line" in
       *'"mode":"handshake"'*) shape=full ;;
       *'"size":4096'*) shape=pairs4k ;;
@@ -50,12 +54,12 @@ for round in $(seq "$rounds"); do
     for client in ours plain; do
       # shellcheck disable=SC2086
       row "$round" "quic-chat-$client" "$shape" \
-        "$("$bin" bench $args -d 5 --warmup 1 --json --client "$client")"
+        "$("$bin" bench $args -d 5 --warmup 1 --json --client "$client" --threads "$gen_threads")"
     done
     if [ "$shape" != resumed ]; then
       # shellcheck disable=SC2086
       row "$round" relay "$shape" "$("$bin" bench 127.0.0.1:4500 --ca "$work/certs/ca.pem" \
-        --server-pid "$relay" $args -d 5 --warmup 1 --json)"
+        --server-pid "$relay" $args -d 5 --warmup 1 --json --threads "$gen_threads")"
     fi
   done
 done

@@ -50,6 +50,64 @@ pub struct Report {
     pub announced: Option<u64>,
     /// Store workloads: stored messages the recipients then received.
     pub drained: Option<u64>,
+    /// Message workloads: the server's packets per delivered message over the
+    /// window, as the bench's connections counted them.
+    pub wire_per_op: Option<Wire>,
+}
+
+/// UDP datagrams and ACK frames between the bench's connections and the
+/// server (quinn's connection statistics, summed over the connections):
+/// totals, or per message in a report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Wire {
+    /// Datagrams the server received (QUIC packets, coalesced ones counted once).
+    pub datagrams_to_server: f64,
+    /// Datagrams the server sent.
+    pub datagrams_from_server: f64,
+    /// ACK frames the server received.
+    pub acks_to_server: f64,
+    /// ACK frames the server sent.
+    pub acks_from_server: f64,
+    /// Packets the bench's connections declared lost (sent to the server).
+    pub lost_to_server: f64,
+}
+
+impl Wire {
+    /// What `connection` has sent and received so far, as the server saw it.
+    pub fn of(connection: &quinn::Connection) -> Self {
+        let stats = connection.stats();
+        Wire {
+            datagrams_to_server: stats.udp_tx.datagrams as f64,
+            datagrams_from_server: stats.udp_rx.datagrams as f64,
+            acks_to_server: stats.frame_tx.acks as f64,
+            acks_from_server: stats.frame_rx.acks as f64,
+            lost_to_server: stats.path.lost_packets as f64,
+        }
+    }
+
+    /// The sum of `self` and `other`.
+    pub fn plus(self, other: Wire) -> Self {
+        Wire {
+            datagrams_to_server: self.datagrams_to_server + other.datagrams_to_server,
+            datagrams_from_server: self.datagrams_from_server + other.datagrams_from_server,
+            acks_to_server: self.acks_to_server + other.acks_to_server,
+            acks_from_server: self.acks_from_server + other.acks_from_server,
+            lost_to_server: self.lost_to_server + other.lost_to_server,
+        }
+    }
+
+    /// What happened between `earlier` and `self`, per one of `ops` operations.
+    pub fn per_op_since(self, earlier: Wire, ops: u64) -> Option<Self> {
+        let ops = (ops > 0).then_some(ops as f64)?;
+        Some(Wire {
+            datagrams_to_server: (self.datagrams_to_server - earlier.datagrams_to_server) / ops,
+            datagrams_from_server: (self.datagrams_from_server - earlier.datagrams_from_server)
+                / ops,
+            acks_to_server: (self.acks_to_server - earlier.acks_to_server) / ops,
+            acks_from_server: (self.acks_from_server - earlier.acks_from_server) / ops,
+            lost_to_server: (self.lost_to_server - earlier.lost_to_server) / ops,
+        })
+    }
 }
 
 /// Latency percentiles, in microseconds.
@@ -140,6 +198,19 @@ impl Report {
         }
         if let Some(cpu) = self.generator_cpu_us_per_op {
             rows.push(("generator CPU per op".into(), format!("{cpu:.2} µs")));
+        }
+        if let Some(w) = self.wire_per_op {
+            rows.push((
+                "datagrams per message in / out".into(),
+                format!(
+                    "{:.2} / {:.2} (ACK frames {:.2} / {:.2}, lost {:.3})",
+                    w.datagrams_to_server,
+                    w.datagrams_from_server,
+                    w.acks_to_server,
+                    w.acks_from_server,
+                    w.lost_to_server
+                ),
+            ));
         }
         if let Some(rss) = self.server_rss_kib {
             rows.push(("server RSS".into(), format!("{rss} KiB")));

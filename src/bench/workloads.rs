@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use tokio::task::JoinSet;
 
-use super::report::{Latency, Report};
+use super::report::{Latency, Report, Wire};
 use super::{BenchConfig, BenchError, Meter, Window, Workload};
 use crate::client::{Client, ClientEvent, Connector, Incoming};
 use crate::protocol::Status;
@@ -71,14 +71,27 @@ impl Phase {
 
     /// Warm up, measure for the configured window, then tell the workers to stop.
     pub(super) async fn run(&self, config: &BenchConfig, meter: &Meter) -> Window {
+        self.run_counting(config, meter, || ()).await.0
+    }
+
+    /// [`Phase::run`], also taking `count()` as the window opens and as it
+    /// closes.
+    pub(super) async fn run_counting<T>(
+        &self,
+        config: &BenchConfig,
+        meter: &Meter,
+        count: impl Fn() -> T,
+    ) -> (Window, T, T) {
         meter.phase("warm-up", config.warmup).await;
         let window_start = meter.mark();
+        let first = count();
         self.measuring.store(true, Ordering::Relaxed);
         meter.phase("measuring", config.duration).await;
         self.measuring.store(false, Ordering::Relaxed);
         let window = meter.elapsed_since(&window_start);
+        let last = count();
         self.stopped.store(true, Ordering::Relaxed);
-        window
+        (window, first, last)
     }
 }
 
@@ -110,6 +123,15 @@ pub async fn messages(
     }
     let phase = Phase::new();
 
+    let connections: Vec<quinn::Connection> = (clients.iter().map(|c| c.connection()))
+        .chain(inboxes.iter().map(|(c, _)| c.connection()))
+        .cloned()
+        .collect();
+    let wire = || {
+        (connections.iter())
+            .map(Wire::of)
+            .fold(Wire::default(), Wire::plus)
+    };
     let mut receiving = JoinSet::new();
     for (client, incoming) in inboxes {
         receiving.spawn(receive(client, incoming, Arc::clone(&phase)));
@@ -147,7 +169,7 @@ pub async fn messages(
         }
     }
 
-    let window = phase.run(config, meter).await;
+    let (window, wire_before, wire_after) = phase.run_counting(config, meter, wire).await;
     let mut receipt_latencies = histogram();
     let mut statuses = BTreeMap::<Status, u64>::new();
     let drained = async {
@@ -185,6 +207,7 @@ pub async fn messages(
         latency_us: Latency::of(&latencies),
         receipt_latency_us: Latency::of(&receipt_latencies),
         errors: errors.load(Ordering::Relaxed),
+        wire_per_op: wire_after.per_op_since(wire_before, delivered),
         ..Report::default()
     };
     for (status, count) in statuses {

@@ -66,6 +66,14 @@ fn pairs_reports_throughput_latency_and_server_cost() {
         report["generator_cpu_us_per_op"].as_f64().unwrap() > 0.0,
         "{report}"
     );
+    // Packets per message, each way: some, and not absurdly many (a message
+    // is a Send in and a Deliver out, several to a packet when batched).
+    let wire = &report["wire_per_op"];
+    for way in ["datagrams_to_server", "datagrams_from_server"] {
+        let per = wire[way].as_f64().unwrap();
+        assert!(0.0 < per && per < 20.0, "{way}: {report}");
+    }
+    assert!(wire["acks_to_server"].as_f64().unwrap() >= 0.0, "{report}");
     assert_eq!(report["errors"], 0);
 }
 
