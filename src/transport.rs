@@ -134,15 +134,25 @@ pub(crate) fn server(settings: ServerTransport) -> Arc<TransportConfig> {
 /// one or two requests at a time.
 const INITIAL_STREAM_CREDIT: u32 = 4;
 
+/// Requests after which a connection gets the full credit even one at a
+/// time: with a small credit quinn returns it with a `MAX_STREAMS` frame
+/// after every request (it announces once an eighth of the credit is used),
+/// two packets more per message, so a connection in steady use gets the
+/// full credit and with it quinn's announcement every 13 requests.
+const FULL_CREDIT_AFTER_REQUESTS: u32 = 8;
+
 /// A connection's request-stream credit: [`INITIAL_STREAM_CREDIT`] at first,
 /// raised once to the configured maximum as soon as the connection has half of
-/// that in flight, before it runs out. An idle connection then holds quinn's
-/// stream tables for 4 streams instead of 100 (5 KiB less); a busy one waits
-/// at most one round trip for the rest.
+/// that in flight (before it runs out) or has made
+/// [`FULL_CREDIT_AFTER_REQUESTS`] requests. A connection that is mostly idle
+/// then holds quinn's stream tables for 4 streams instead of 100 (5 KiB
+/// less); a busy one waits at most one round trip for the rest.
 #[derive(Debug)]
 pub(crate) struct StreamCredit {
     /// The configured maximum, still to be granted; `None` once it was.
     full: Option<u32>,
+    /// Requests so far, until the full credit is granted.
+    requests: u32,
 }
 
 impl StreamCredit {
@@ -155,15 +165,19 @@ impl StreamCredit {
     pub(crate) fn new(max_streams: u32) -> Self {
         StreamCredit {
             full: (max_streams > Self::initial(max_streams)).then_some(max_streams),
+            requests: 0,
         }
     }
 
-    /// Note that `in_flight` requests are open on `connection`; grants the
-    /// full credit the first time that is half the initial one.
+    /// Note a new request, with `in_flight` now open on `connection`; grants
+    /// the full credit when the connection has shown it uses it.
     #[inline]
-    pub(crate) fn note_in_flight(&mut self, in_flight: usize, connection: &quinn::Connection) {
+    pub(crate) fn note_request(&mut self, in_flight: usize, connection: &quinn::Connection) {
         if let Some(full) = self.full {
-            if in_flight >= (INITIAL_STREAM_CREDIT / 2) as usize {
+            self.requests += 1;
+            if in_flight >= (INITIAL_STREAM_CREDIT / 2) as usize
+                || self.requests >= FULL_CREDIT_AFTER_REQUESTS
+            {
                 connection.set_max_concurrent_bi_streams(full.into());
                 self.full = None;
             }

@@ -122,7 +122,7 @@ async fn serve_requests(session: &Arc<Session>, tracker: &TaskTracker) -> String
             stream = session.connection.accept_bi() => match stream {
                 Ok((send, recv)) => {
                     pending.push(Box::pin(handle_request(Arc::clone(session), send, recv)));
-                    credit.note_in_flight(pending.len(), &session.connection);
+                    credit.note_request(pending.len(), &session.connection);
                 }
                 Err(e) => {
                     // Requests still in flight finish on their own (their

@@ -235,3 +235,30 @@ async fn request_stream_credit_starts_small_and_grows_once_used() {
     assert_eq!(users, b"\x03\x01\x09pipeliner");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_connection_in_steady_use_gets_the_full_stream_credit() {
+    let server = TestServer::start().await;
+    let connection = raw_registered(&server, "steady").await;
+    // Eight requests one at a time (never two in flight)...
+    for _ in 0..8 {
+        let (mut send, mut recv) = within(SCENARIO, "a stream", connection.open_bi())
+            .await
+            .unwrap();
+        send.write_all(&[2]).await.unwrap();
+        send.finish().unwrap();
+        within(SCENARIO, "ListUsers answer", recv.read_to_end(1024))
+            .await
+            .unwrap();
+    }
+    // ...and the connection may have the configured 100 open at once.
+    let mut streams = Vec::new();
+    for _ in 0..40 {
+        streams.push(
+            within(SCENARIO, "full credit", connection.open_bi())
+                .await
+                .unwrap(),
+        );
+    }
+    server.stop().await;
+}
