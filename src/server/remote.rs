@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -281,22 +281,29 @@ impl Remote {
             mut deliveries,
             mut bells,
         } = subscriptions;
+        // Deliveries run concurrently inside this task, as a connection's
+        // requests do inside its session: no task spawned per message.
+        let mut taking = FuturesUnordered::new();
         loop {
             tokio::select! {
                 () = stop.cancelled() => break,
                 request = deliveries.next() => match request {
-                    Some(request) => {
-                        tokio::spawn(Arc::clone(&self).take_delivery(key, request));
-                    }
+                    Some(request) => taking.push(Arc::clone(&self).take_delivery(key, request)),
                     None => break,
                 },
+                Some(()) = taking.next(), if !taking.is_empty() => {}
                 bell = bells.next() => match bell {
                     Some(bell) => self.hear_bell(key, &bell.payload),
                     None => break,
                 },
             }
         }
-        // Dropping the subscribers unsubscribes.
+        // Dropping the subscribers unsubscribes; deliveries already taken
+        // still finish and answer their senders.
+        drop((deliveries, bells));
+        if !taking.is_empty() {
+            tokio::spawn(async move { while taking.next().await.is_some() {} });
+        }
     }
 
     /// Mail was stored (an empty bell), or a late receipt kept (the notice
