@@ -151,7 +151,8 @@ pub struct ServerArgs {
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_connections_per_ip)]
     pub max_connections_per_ip: usize,
     /// Concurrent request streams one connection may have open (a connection
-    /// starts with 4 and gets them all once it has 2 requests in flight).
+    /// starts with 4 and gets them all once it has 2 requests in flight or has
+    /// made 8).
     #[arg(long, value_name = "N", default_value_t = Limits::default().max_streams_per_connection)]
     pub max_streams: u32,
     /// Handshakes in progress above which new clients must first pass a QUIC
