@@ -87,26 +87,24 @@ impl Wire {
 
     /// The sum of `self` and `other`.
     pub fn plus(self, other: Wire) -> Self {
-        Wire {
-            datagrams_to_server: self.datagrams_to_server + other.datagrams_to_server,
-            datagrams_from_server: self.datagrams_from_server + other.datagrams_from_server,
-            acks_to_server: self.acks_to_server + other.acks_to_server,
-            acks_from_server: self.acks_from_server + other.acks_from_server,
-            lost_to_server: self.lost_to_server + other.lost_to_server,
-        }
+        self.zip(other, |a, b| a + b)
     }
 
     /// What happened between `earlier` and `self`, per one of `ops` operations.
     pub fn per_op_since(self, earlier: Wire, ops: u64) -> Option<Self> {
         let ops = (ops > 0).then_some(ops as f64)?;
-        Some(Wire {
-            datagrams_to_server: (self.datagrams_to_server - earlier.datagrams_to_server) / ops,
-            datagrams_from_server: (self.datagrams_from_server - earlier.datagrams_from_server)
-                / ops,
-            acks_to_server: (self.acks_to_server - earlier.acks_to_server) / ops,
-            acks_from_server: (self.acks_from_server - earlier.acks_from_server) / ops,
-            lost_to_server: (self.lost_to_server - earlier.lost_to_server) / ops,
-        })
+        Some(self.zip(earlier, |now, then| (now - then) / ops))
+    }
+
+    /// Each figure of `self` combined with the same one of `other` by `f`.
+    fn zip(self, other: Wire, f: impl Fn(f64, f64) -> f64) -> Self {
+        Wire {
+            datagrams_to_server: f(self.datagrams_to_server, other.datagrams_to_server),
+            datagrams_from_server: f(self.datagrams_from_server, other.datagrams_from_server),
+            acks_to_server: f(self.acks_to_server, other.acks_to_server),
+            acks_from_server: f(self.acks_from_server, other.acks_from_server),
+            lost_to_server: f(self.lost_to_server, other.lost_to_server),
+        }
     }
 }
 

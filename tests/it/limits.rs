@@ -202,14 +202,7 @@ async fn request_stream_credit_starts_small_and_grows_once_used() {
     let connection = raw_registered(&server, "pipeliner").await;
     // A new connection may open 4 request streams at once (the finished
     // Hello's credit comes back with a MAX_STREAMS, hence `within`).
-    let mut streams = Vec::new();
-    for _ in 0..4 {
-        streams.push(
-            within(SCENARIO, "initial credit", connection.open_bi())
-                .await
-                .unwrap(),
-        );
-    }
+    let mut streams = open_streams(&connection, 4, "initial credit").await;
     let fifth = tokio::time::timeout(Duration::from_millis(300), connection.open_bi()).await;
     assert!(
         fifth.is_err(),
@@ -219,13 +212,7 @@ async fn request_stream_credit_starts_small_and_grows_once_used() {
     for (send, _) in streams.iter_mut().take(2) {
         send.write_all(&[2]).await.unwrap();
     }
-    for _ in 0..40 {
-        streams.push(
-            within(SCENARIO, "raised credit", connection.open_bi())
-                .await
-                .unwrap(),
-        );
-    }
+    streams.extend(open_streams(&connection, 40, "raised credit").await);
     // The streams work: one of them is answered.
     let (mut send, mut recv) = streams.swap_remove(0);
     send.finish().unwrap();
@@ -252,13 +239,20 @@ async fn a_connection_in_steady_use_gets_the_full_stream_credit() {
             .unwrap();
     }
     // ...and the connection may have the configured 100 open at once.
-    let mut streams = Vec::new();
-    for _ in 0..40 {
-        streams.push(
-            within(SCENARIO, "full credit", connection.open_bi())
-                .await
-                .unwrap(),
-        );
-    }
+    open_streams(&connection, 40, "full credit").await;
     server.stop().await;
+}
+
+/// Open `n` request streams at once on `connection`, each within the
+/// scenario's deadline (named `what` if one does not open).
+async fn open_streams(
+    connection: &quinn::Connection,
+    n: usize,
+    what: &str,
+) -> Vec<(quinn::SendStream, quinn::RecvStream)> {
+    let mut streams = Vec::with_capacity(n);
+    for _ in 0..n {
+        streams.push(within(SCENARIO, what, connection.open_bi()).await.unwrap());
+    }
+    streams
 }
