@@ -79,16 +79,7 @@ impl NodeLease {
         )
         .await?;
         let incarnation = incarnation()?;
-        let revision = bucket
-            .create(config.node_id.as_str(), incarnation.to_string().into())
-            .await
-            .map_err(|e| match e.kind() {
-                kv::CreateErrorKind::AlreadyExists => ClusterError::NodeIdInUse {
-                    node: config.node_id.clone(),
-                    ttl: config.lease_ttl,
-                },
-                _ => ClusterError::Nats(format!("cannot take the node lease: {e}")),
-            })?;
+        let revision = super::until_ready(|| claim(&bucket, config, incarnation)).await?;
         let state = Arc::new(Mutex::new(LeaseState {
             revision,
             renewed: Instant::now(),
@@ -341,6 +332,46 @@ async fn renew(
 }
 
 /// A random incarnation for this run.
+/// Create the key of `config.node_id` holding `incarnation`, and return
+/// its revision. A bucket another node has only just created may not be
+/// known yet to the NATS server this node is on ("no stream found"): that
+/// is [`ClusterError::NotReady`], for the caller to try again. A try that
+/// timed out may still have been written, so finding this run's own
+/// incarnation under the key counts as taken.
+async fn claim(
+    bucket: &kv::Store,
+    config: &ClusterConfig,
+    incarnation: u64,
+) -> Result<u64, ClusterError> {
+    let value = incarnation.to_string();
+    let error = match bucket
+        .create(config.node_id.as_str(), value.clone().into())
+        .await
+    {
+        Ok(revision) => return Ok(revision),
+        Err(e) => e,
+    };
+    if error.kind() == kv::CreateErrorKind::AlreadyExists {
+        return match bucket.entry(config.node_id.as_str()).await {
+            Ok(Some(entry))
+                if entry.operation == kv::Operation::Put && entry.value == value.as_bytes() =>
+            {
+                Ok(entry.revision)
+            }
+            _ => Err(ClusterError::NodeIdInUse {
+                node: config.node_id.clone(),
+                ttl: config.lease_ttl,
+            }),
+        };
+    }
+    let text = format!("cannot take the node lease: {error}");
+    Err(if super::not_ready(&text) {
+        ClusterError::NotReady(text)
+    } else {
+        ClusterError::Nats(text)
+    })
+}
+
 fn incarnation() -> Result<u64, ClusterError> {
     let mut bytes = [0u8; 8];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)

@@ -388,9 +388,9 @@ const READY_PAUSE: Duration = Duration::from_millis(100);
 /// [`ClusterError::NotReady`] (see [`not_ready`]), or a NATS error saying
 /// "no suitable peers" or "no responders" (a bucket another node has just
 /// created is not served by every server of a NATS cluster yet, its copies
-/// still being placed, which nodes starting together meet). Only creating a
-/// bucket or stream says NotReady, which trying again cannot do twice; any
-/// other error is returned at once, the last one after [`READY_ATTEMPTS`]
+/// still being placed, which nodes starting together meet). Only steps that
+/// trying again cannot do twice say NotReady: creating a bucket or stream,
+/// and claiming the node's lease under one incarnation; any other error is returned at once, the last one after [`READY_ATTEMPTS`]
 /// (the join's own timeout bounds it too).
 async fn until_ready<T, F, Fut>(mut step: F) -> Result<T, ClusterError>
 where
@@ -539,10 +539,13 @@ async fn open_bucket(
 /// cluster can outlast the request timeout; the stream may then exist, and
 /// the next try finds it) or "no suitable peers" (a NATS cluster still
 /// forming has not heard from all its servers, so three copies cannot be
-/// placed).
+/// placed) or "no stream found" (a stream just created elsewhere in the
+/// NATS cluster that the server this node is on has not learnt of yet).
 pub(crate) fn not_ready(text: &str) -> bool {
     let lower = text.to_ascii_lowercase();
-    lower.contains("timed out") || lower.contains("no suitable peers")
+    lower.contains("timed out")
+        || lower.contains("no suitable peers")
+        || lower.contains("no stream found")
 }
 
 #[cfg(test)]
@@ -554,6 +557,7 @@ mod tests {
         for text in [
             "timed out: jetstream request timed out",
             "bucket creation failed: insufficient resources: no suitable peers for placement",
+            "cannot take the node lease: other error: failed getting entry: no stream found for given subject",
         ] {
             assert!(not_ready(text), "{text}");
         }

@@ -31,6 +31,24 @@ fn fill(alice: &mut Proc, label: &str) {
     send(alice, &body(&format!("{label}4")), BUSY);
 }
 
+/// Wait until alice's `users` no longer lists bob: his client has exited
+/// once his close is sent, and the server unregisters him a moment later.
+fn until_bob_is_offline(alice: &mut Proc) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        alice.type_line("users");
+        let line = alice.line();
+        let (_, names) = line.split_once(": ").unwrap_or_else(|| panic!("{line}"));
+        if !names.split(", ").any(|name| name == "bob") {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bob still online: {line}"
+        );
+    }
+}
+
 #[test]
 fn account_delete_removes_the_mail_and_frees_its_bytes() {
     let dir = tempfile::tempdir().unwrap();
@@ -53,6 +71,7 @@ fn account_delete_removes_the_mail_and_frees_its_bytes() {
     let mut alice = connect("alice");
     assert!(alice.line().starts_with("Welcome to "));
     assert_eq!(alice.line(), "registered as alice");
+    until_bob_is_offline(&mut alice);
     fill(&mut alice, "old");
 
     server.type_line("account delete bob");
@@ -74,6 +93,7 @@ fn account_delete_removes_the_mail_and_frees_its_bytes() {
     assert!(bob.exit().success());
 
     // The store has its bytes back: three fit again, as for a fresh account.
+    until_bob_is_offline(&mut alice);
     fill(&mut alice, "new");
     alice.type_line("EXIT");
     assert!(alice.exit().success());
