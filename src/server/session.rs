@@ -67,8 +67,11 @@ fn serve(
         drain,
     } = admitted;
     let name = Arc::clone(&registration.mailbox().name);
-    let span = tracing::info_span!("session", user = %name);
-    span.in_scope(|| info!(%remote, %version, "connected"));
+    // A debug span: an enabled span costs every idle connection about 0.3
+    // KiB in the subscriber's registry, so at the default level the lines
+    // that concern one user name it themselves.
+    let span = tracing::debug_span!("session", user = %name);
+    info!(user = %name, %remote, %version, "connected");
     let account = match principal {
         Principal::Member { key, .. } => Some(key),
         Principal::Guest => None,
@@ -83,7 +86,7 @@ fn serve(
     let reply_to = (account.is_none() && version >= Version::V2)
         .then(|| Arc::downgrade(registration.mailbox()));
     let session = Arc::new(Session {
-        sender: Sender::new(name, account, reply_to, &state),
+        sender: Sender::new(Arc::clone(&name), account, reply_to, &state),
         connection,
         version,
         principal,
@@ -92,7 +95,7 @@ fn serve(
     async move {
         let reason = serve_requests(&session, &tracker).await;
         drop(registration);
-        info!(%reason, "left");
+        info!(user = %name, %reason, "left");
         drop((_slot, _open));
     }
     .instrument(span)
@@ -114,32 +117,42 @@ async fn serve_requests(session: &Arc<Session>, tracker: &TaskTracker) -> String
     // one to the other worker thread and back (docs/BENCHMARKS.md).
     // Boxed: the set's own stub node has room for one future, and a
     // request's is 1.6 KB that every idle connection would otherwise hold.
-    let mut pending: FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send>>> =
-        FuturesUnordered::new();
+    // Made at the first request: a connection that only listens never
+    // allocates one.
+    let mut pending: Option<FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send>>>> = None;
     let mut credit = StreamCredit::new(session.state.limits.max_streams_per_connection);
     loop {
+        let in_flight = pending.as_ref().map_or(0, FuturesUnordered::len);
         tokio::select! {
             stream = session.connection.accept_bi() => match stream {
                 Ok((send, recv)) => {
-                    pending.push(Box::pin(handle_request(Arc::clone(session), send, recv)));
-                    credit.note_request(pending.len(), &session.connection);
+                    let requests = pending.get_or_insert_with(FuturesUnordered::new);
+                    requests.push(Box::pin(handle_request(Arc::clone(session), send, recv)));
+                    credit.note_request(requests.len(), &session.connection);
                 }
                 Err(e) => {
                     // Requests still in flight finish on their own (their
                     // deliveries and stores complete, as the sender left).
-                    if !pending.is_empty() {
-                        tracker.spawn(async move { while pending.next().await.is_some() {} });
+                    if let Some(mut requests) = pending.filter(|p| !p.is_empty()) {
+                        tracker.spawn(async move { while requests.next().await.is_some() {} });
                     }
                     return close::describe(&e);
                 }
             },
-            Some(()) = pending.next(), if !pending.is_empty() => {}
+            Some(()) = next_finished(&mut pending), if in_flight > 0 => {}
             Ok(_) = session.connection.accept_uni() => {
                 CloseCode::ProtocolError
                     .close(&session.connection, "clients must not open unidirectional streams");
             }
         }
     }
+}
+
+/// The next request of `pending` to finish; `None` when there are none.
+async fn next_finished<F: Future<Output = ()>>(
+    pending: &mut Option<FuturesUnordered<F>>,
+) -> Option<()> {
+    pending.as_mut()?.next().await
 }
 
 /// Read one request, act on it, and answer on the same stream.

@@ -24,7 +24,7 @@ fn two_clients_chat_then_the_operator_shuts_down() {
         "{welcome}"
     );
     server.stderr_line_containing(
-        "{user=alice}: quic_chat::server::session: connected remote=127.0.0.1:",
+        "quic_chat::server::session: connected user=alice remote=127.0.0.1:",
     );
 
     let mut bob = connect(dir.path(), port, &ca, "bob");
@@ -43,9 +43,8 @@ fn two_clients_chat_then_the_operator_shuts_down() {
 
     alice.type_line("EXIT");
     assert!(alice.exit().success(), "EXIT exits 0");
-    server.stderr_line_containing(
-        "{user=alice}: quic_chat::server::session: left reason=said goodbye",
-    );
+    server
+        .stderr_line_containing("quic_chat::server::session: left user=alice reason=said goodbye");
 
     server.type_line("EXIT");
     assert_eq!(bob.line(), "Server has shut down, exiting...");
