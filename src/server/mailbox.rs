@@ -32,11 +32,8 @@ pub(crate) struct Mailbox {
     /// Whether the stored backlog is still draining (checked without the lock
     /// on the fast path; changed only under `drain`).
     draining: AtomicBool,
-    /// Sends being stored while draining; the drain ends only at 0.
-    drain: Mutex<DrainCount>,
-    /// Ids of messages this connection refused (stopped) or lost: they wait
-    /// for the next session, and a later drain on this one skips them.
-    refused: Mutex<std::collections::HashSet<u64>>,
+    /// Sends being stored while draining, and the ids refused.
+    drain: Mutex<DrainState>,
     /// Woken when a Send stored during the drain is committed.
     stored: tokio::sync::Notify,
     /// Rung when a late receipt was kept for this account (`notices.rs`).
@@ -57,6 +54,19 @@ pub(crate) struct DrainCount {
     finished: u64,
 }
 
+/// What the drain keeps under the mailbox's lock.
+#[derive(Debug, Default)]
+struct DrainState {
+    /// Sends being stored while draining; the drain ends only at 0 pending.
+    count: DrainCount,
+    /// Ids of messages this connection refused (stopped) or lost: they wait
+    /// for the next session, and a later drain on this one skips them.
+    /// Made at the first: most connections refuse nothing, and an empty set
+    /// is 48 bytes in every mailbox.
+    #[expect(clippy::box_collection, reason = "boxed to be 8 bytes while empty")]
+    refused: Option<Box<std::collections::HashSet<u64>>>,
+}
+
 /// The most refused ids a connection remembers (beyond it, a later drain on
 /// the same connection may offer one again; the client drops repeats).
 const MAX_REFUSED: usize = 4096;
@@ -66,10 +76,10 @@ pub(crate) struct Holding<'a>(&'a Mailbox);
 
 impl Drop for Holding<'_> {
     fn drop(&mut self) {
-        let mut count = self.0.drain.lock().unwrap_or_else(|e| e.into_inner());
-        count.pending -= 1;
-        count.finished += 1;
-        drop(count);
+        let mut drain = self.0.drain.lock().unwrap_or_else(|e| e.into_inner());
+        drain.count.pending -= 1;
+        drain.count.finished += 1;
+        drop(drain);
         self.0.stored.notify_one();
     }
 }
@@ -90,8 +100,7 @@ impl Mailbox {
             connection,
             backlog: Semaphore::new(backlog_bytes.min(Semaphore::MAX_PERMITS)),
             draining: AtomicBool::new(draining),
-            drain: Mutex::new(DrainCount::default()),
-            refused: Mutex::new(std::collections::HashSet::new()),
+            drain: Mutex::new(DrainState::default()),
             stored: tokio::sync::Notify::new(),
             notice_bell: tokio::sync::Notify::new(),
             mail_bell: tokio::sync::Notify::new(),
@@ -134,18 +143,18 @@ impl Mailbox {
         if !self.draining.load(Ordering::Acquire) {
             return None;
         }
-        let mut count = self.drain.lock().unwrap_or_else(|e| e.into_inner());
+        let mut drain = self.drain.lock().unwrap_or_else(|e| e.into_inner());
         if !self.draining.load(Ordering::Acquire) {
             return None;
         }
-        count.pending += 1;
+        drain.count.pending += 1;
         Some(Holding(self))
     }
 
     /// Where the Sends stored behind the drain stand; taken before each read
     /// of the store and handed to [`Mailbox::go_live`].
     pub(crate) fn drain_mark(&self) -> DrainCount {
-        *self.drain.lock().unwrap_or_else(|e| e.into_inner())
+        self.drain.lock().unwrap_or_else(|e| e.into_inner()).count
     }
 
     /// The drain's read (which began at `mark`) found the store empty: go
@@ -154,7 +163,8 @@ impl Mailbox {
     /// means: read again.
     pub(crate) async fn go_live(&self, mark: DrainCount) -> bool {
         {
-            let count = self.drain.lock().unwrap_or_else(|e| e.into_inner());
+            let drain = self.drain.lock().unwrap_or_else(|e| e.into_inner());
+            let count = drain.count;
             if count.pending == 0 {
                 if count.finished == mark.finished {
                     self.draining.store(false, Ordering::Release);
@@ -178,7 +188,8 @@ impl Mailbox {
 
     /// Remember that this connection refused (or lost) the message `id`.
     pub(crate) fn refuse(&self, id: u64) {
-        let mut refused = self.refused.lock().unwrap_or_else(|e| e.into_inner());
+        let mut drain = self.drain.lock().unwrap_or_else(|e| e.into_inner());
+        let refused = drain.refused.get_or_insert_default();
         if refused.len() < MAX_REFUSED {
             refused.insert(id);
         }
@@ -186,10 +197,12 @@ impl Mailbox {
 
     /// Whether this connection refused (or lost) the message `id`.
     pub(crate) fn refused(&self, id: u64) -> bool {
-        self.refused
+        self.drain
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(&id)
+            .refused
+            .as_ref()
+            .is_some_and(|refused| refused.contains(&id))
     }
 
     /// The connection deliveries go out on.

@@ -34,7 +34,9 @@ pub(crate) struct Presence {
 #[derive(Debug)]
 pub(crate) struct Registration {
     local: registry::Registration,
-    _remote: Option<RemoteClaim>,
+    /// Boxed: only cluster nodes have one, and every connection's task
+    /// holds the registration.
+    _remote: Option<Box<RemoteClaim>>,
 }
 
 impl Registration {
@@ -111,7 +113,7 @@ impl Presence {
             replaced: claimed.replaced,
             registration: Registration {
                 local: claimed.registration,
-                _remote: remote,
+                _remote: remote.map(Box::new),
             },
         })
     }

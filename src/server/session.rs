@@ -66,60 +66,80 @@ fn serve(
         _open,
         drain,
     } = admitted;
+    // No span for the session: an enabled one costs every idle connection
+    // about 0.3 KiB in the subscriber's registry and its task 40 bytes, so
+    // the lines that concern one user name it themselves.
     let name = Arc::clone(&registration.mailbox().name);
-    // A debug span: an enabled span costs every idle connection about 0.3
-    // KiB in the subscriber's registry, so at the default level the lines
-    // that concern one user name it themselves.
-    let span = tracing::debug_span!("session", user = %name);
     info!(user = %name, %remote, %version, "connected");
-    let account = match principal {
-        Principal::Member { key, .. } => Some(key),
-        Principal::Guest => None,
+    let (account, device) = match principal {
+        Principal::Member { key, device } => (Some(key), Some(device)),
+        Principal::Guest => (None, None),
     };
     if let (true, Some(mail), Some(key)) = (drain, state.mail.clone(), account) {
         let mailbox = Arc::clone(registration.mailbox());
         tracker.spawn(
-            super::drain::run(Arc::clone(&state), mail, mailbox, key).instrument(span.clone()),
+            super::drain::run(Arc::clone(&state), mail, mailbox, key)
+                .instrument(tracing::debug_span!("drain", user = %name)),
         );
     }
     // A v2 guest hears of its stored messages on this connection.
     let reply_to = (account.is_none() && version >= Version::V2)
         .then(|| Arc::downgrade(registration.mailbox()));
     let session = Arc::new(Session {
-        sender: Sender::new(Arc::clone(&name), account, reply_to, &state),
+        sender: Sender::new(name, account, reply_to, &state),
         connection,
         version,
-        principal,
+        device,
         state,
     });
     async move {
-        let reason = serve_requests(&session, &tracker).await;
+        let (reason, pending) = serve_requests(&session).await;
         drop(registration);
-        info!(user = %name, %reason, "left");
+        info!(user = %session.sender.name, %reason, "left");
+        // Requests still in flight finish here (their deliveries and stores
+        // complete, as the sender left), the name already free.
+        if let Some(mut requests) = pending {
+            while requests.next().await.is_some() {}
+        }
         drop((_slot, _open));
     }
-    .instrument(span)
 }
+
+/// The requests of one connection in flight, each boxed: the set's own stub
+/// node has room for one future, and a request's is 1.6 KB that every idle
+/// connection would otherwise hold.
+type Requests = FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send>>>;
 
 /// One registered user's connection, as its requests see it.
 struct Session {
     sender: Sender,
     connection: quinn::Connection,
     version: Version,
-    principal: Principal,
+    /// The device key an account's connection proved (its account is the
+    /// sender's); `None` for a guest.
+    device: Option<crate::protocol::Fingerprint>,
     state: Arc<State>,
 }
 
-/// Accept request streams until the connection ends; returns why it ended.
-async fn serve_requests(session: &Arc<Session>, tracker: &TaskTracker) -> String {
+impl Session {
+    /// Who the connection is.
+    fn principal(&self) -> Principal {
+        match (self.sender.account, self.device) {
+            (Some(key), Some(device)) => Principal::Member { key, device },
+            _ => Principal::Guest,
+        }
+    }
+}
+
+/// Accept request streams until the connection ends; returns why it ended,
+/// and the requests still in flight.
+async fn serve_requests(session: &Arc<Session>) -> (String, Option<Requests>) {
     // A connection's requests run concurrently inside its session task, not
     // as tasks of their own: no spawn per request, and no hand-over of each
-    // one to the other worker thread and back (docs/BENCHMARKS.md).
-    // Boxed: the set's own stub node has room for one future, and a
-    // request's is 1.6 KB that every idle connection would otherwise hold.
-    // Made at the first request: a connection that only listens never
+    // one to the other worker thread and back (docs/BENCHMARKS.md). The set
+    // is made at the first request: a connection that only listens never
     // allocates one.
-    let mut pending: Option<FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send>>>> = None;
+    let mut pending: Option<Requests> = None;
     let mut credit = StreamCredit::new(session.state.limits.max_streams_per_connection);
     loop {
         let in_flight = pending.as_ref().map_or(0, FuturesUnordered::len);
@@ -130,14 +150,7 @@ async fn serve_requests(session: &Arc<Session>, tracker: &TaskTracker) -> String
                     requests.push(Box::pin(handle_request(Arc::clone(session), send, recv)));
                     credit.note_request(requests.len(), &session.connection);
                 }
-                Err(e) => {
-                    // Requests still in flight finish on their own (their
-                    // deliveries and stores complete, as the sender left).
-                    if let Some(mut requests) = pending.filter(|p| !p.is_empty()) {
-                        tracker.spawn(async move { while requests.next().await.is_some() {} });
-                    }
-                    return close::describe(&e);
-                }
+                Err(e) => return (close::describe(&e), pending),
             },
             Some(()) = next_finished(&mut pending), if in_flight > 0 => {}
             Ok(_) = session.connection.accept_uni() => {
@@ -167,14 +180,14 @@ async fn handle_request(
         {
             Ok(Ok(bytes)) => bytes,
             Ok(Err(FrameError::TooLong)) => {
-                debug!("request over the frame limit");
+                debug!(user = %session.sender.name, "request over the frame limit");
                 return CloseCode::ProtocolError
                     .close(&session.connection, "frame over the size limit");
             }
             // The stream or connection failed; nothing to answer.
             Ok(Err(_)) => return,
             Err(_elapsed) => {
-                debug!("request not finished in time");
+                debug!(user = %session.sender.name, "request not finished in time");
                 return CloseCode::ProtocolError.close(&session.connection, "request too slow");
             }
         };
@@ -193,7 +206,7 @@ async fn handle_request(
         }
         Ok(RequestRef::Devices(op)) => return Box::pin(devices(&session, send, op)).await,
         Err(e) => {
-            debug!("protocol error: {e}");
+            debug!(user = %session.sender.name, "protocol error: {e}");
             return CloseCode::ProtocolError.close(&session.connection, "malformed request");
         }
     };
@@ -205,11 +218,16 @@ async fn handle_request(
 /// closed with REPLACED once the answer is acknowledged (or after at most 1 s).
 async fn devices(session: &Session, mut send: quinn::SendStream, op: DeviceOp) {
     let removes_own = matches!(
-        (&op, session.principal),
+        (&op, session.principal()),
         (DeviceOp::Remove { fingerprint }, Principal::Member { device, .. })
             if fingerprint[..] == device.as_bytes()[..]
     );
-    let reply = match session.state.accounts.devices(session.principal, op).await {
+    let reply = match session
+        .state
+        .accounts
+        .devices(session.principal(), op)
+        .await
+    {
         Ok(Ok(devices)) => Reply::Devices { devices },
         Ok(Err((reason, detail))) => Reply::Failed { reason, detail },
         Err(e) => {
