@@ -26,8 +26,6 @@ const REFUSED_LINGER: Duration = Duration::from_secs(1);
 
 /// A registered connection, and what must live as long as it does.
 pub(crate) struct Admitted {
-    /// The connection.
-    pub(crate) connection: quinn::Connection,
     /// The protocol version the connection negotiated.
     pub(crate) version: Version,
     /// The held name; dropping it frees the name.
@@ -282,7 +280,6 @@ pub(crate) async fn admit(
     }
     metrics.registrations.registered(version);
     Some(Admitted {
-        connection,
         version,
         registration: claimed.registration,
         principal,

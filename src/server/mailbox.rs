@@ -34,14 +34,14 @@ pub(crate) struct Mailbox {
     draining: AtomicBool,
     /// Sends being stored while draining, and the ids refused.
     drain: Mutex<DrainState>,
-    /// Woken when a Send stored during the drain is committed.
-    stored: tokio::sync::Notify,
     /// Rung when a late receipt was kept for this account (`notices.rs`).
     notice_bell: tokio::sync::Notify,
     /// Rung when a message was stored for this account after its drain
     /// ended (a Send that found it offline, committed as it connected).
     mail_bell: tokio::sync::Notify,
-    /// Rung (for every waiter) when the mailbox goes live.
+    /// Rung (for every waiter) when the mailbox goes live, and when a Send
+    /// stored during the drain is committed (one bell for both: each waiter
+    /// checks what it waits for, and a mailbox is 32 bytes smaller).
     live_bell: tokio::sync::Notify,
 }
 
@@ -80,7 +80,7 @@ impl Drop for Holding<'_> {
         drain.count.pending -= 1;
         drain.count.finished += 1;
         drop(drain);
-        self.0.stored.notify_one();
+        self.0.live_bell.notify_waiters();
     }
 }
 
@@ -101,7 +101,6 @@ impl Mailbox {
             backlog: Semaphore::new(backlog_bytes.min(Semaphore::MAX_PERMITS)),
             draining: AtomicBool::new(draining),
             drain: Mutex::new(DrainState::default()),
-            stored: tokio::sync::Notify::new(),
             notice_bell: tokio::sync::Notify::new(),
             mail_bell: tokio::sync::Notify::new(),
             live_bell: tokio::sync::Notify::new(),
@@ -162,6 +161,11 @@ impl Mailbox {
     /// finished since `mark` (its message may be newer than the read). False
     /// means: read again.
     pub(crate) async fn go_live(&self, mark: DrainCount) -> bool {
+        // Listening before the count is read: a Send that finishes after the
+        // read rings after this.
+        let finished = self.live_bell.notified();
+        tokio::pin!(finished);
+        finished.as_mut().enable();
         {
             let drain = self.drain.lock().unwrap_or_else(|e| e.into_inner());
             let count = drain.count;
@@ -174,7 +178,7 @@ impl Mailbox {
                 return false;
             }
         }
-        self.stored.notified().await;
+        finished.await;
         false
     }
 

@@ -58,7 +58,6 @@ fn serve(
     remote: SocketAddr,
 ) -> impl Future<Output = ()> + Send {
     let Admitted {
-        connection,
         version,
         registration,
         principal,
@@ -71,25 +70,23 @@ fn serve(
     // the lines that concern one user name it themselves.
     let name = Arc::clone(&registration.mailbox().name);
     info!(user = %name, %remote, %version, "connected");
-    let (account, device) = match principal {
-        Principal::Member { key, device } => (Some(key), Some(device)),
-        Principal::Guest => (None, None),
+    let account = match principal {
+        Principal::Member { key, .. } => Some(key),
+        Principal::Guest => None,
     };
-    if let (true, Some(mail), Some(key)) = (drain, state.mail.clone(), account) {
+    if let (true, true, Some(key)) = (drain, state.mail.is_some(), account) {
         let mailbox = Arc::clone(registration.mailbox());
-        tracker.spawn(
-            super::drain::run(Arc::clone(&state), mail, mailbox, key)
-                .instrument(tracing::debug_span!("drain", user = %name)),
-        );
+        let drain = super::drain::run(Arc::clone(&state), mailbox, key)
+            .instrument(tracing::debug_span!("drain", user = %name));
+        tracker.spawn(drain);
     }
     // A v2 guest hears of its stored messages on this connection.
     let reply_to = (account.is_none() && version >= Version::V2)
         .then(|| Arc::downgrade(registration.mailbox()));
     let session = Arc::new(Session {
         sender: Sender::new(name, account, reply_to, &state),
-        connection,
+        mailbox: Arc::clone(registration.mailbox()),
         version,
-        device,
         state,
     });
     async move {
@@ -113,18 +110,21 @@ type Requests = FuturesUnordered<Pin<Box<dyn Future<Output = ()> + Send>>>;
 /// One registered user's connection, as its requests see it.
 struct Session {
     sender: Sender,
-    connection: quinn::Connection,
+    /// The user's mailbox: its connection, and an account's device key.
+    mailbox: Arc<super::mailbox::Mailbox>,
     version: Version,
-    /// The device key an account's connection proved (its account is the
-    /// sender's); `None` for a guest.
-    device: Option<crate::protocol::Fingerprint>,
     state: Arc<State>,
 }
 
 impl Session {
+    /// The connection the requests come on.
+    fn connection(&self) -> &quinn::Connection {
+        self.mailbox.connection()
+    }
+
     /// Who the connection is.
     fn principal(&self) -> Principal {
-        match (self.sender.account, self.device) {
+        match (self.sender.account, self.mailbox.device) {
             (Some(key), Some(device)) => Principal::Member { key, device },
             _ => Principal::Guest,
         }
@@ -144,18 +144,18 @@ async fn serve_requests(session: &Arc<Session>) -> (String, Option<Requests>) {
     loop {
         let in_flight = pending.as_ref().map_or(0, FuturesUnordered::len);
         tokio::select! {
-            stream = session.connection.accept_bi() => match stream {
+            stream = session.connection().accept_bi() => match stream {
                 Ok((send, recv)) => {
                     let requests = pending.get_or_insert_with(FuturesUnordered::new);
                     requests.push(Box::pin(handle_request(Arc::clone(session), send, recv)));
-                    credit.note_request(requests.len(), &session.connection);
+                    credit.note_request(requests.len(), session.connection());
                 }
                 Err(e) => return (close::describe(&e), pending),
             },
             Some(()) = next_finished(&mut pending), if in_flight > 0 => {}
-            Ok(_) = session.connection.accept_uni() => {
+            Ok(_) = session.connection().accept_uni() => {
                 CloseCode::ProtocolError
-                    .close(&session.connection, "clients must not open unidirectional streams");
+                    .close(session.connection(), "clients must not open unidirectional streams");
             }
         }
     }
@@ -182,13 +182,13 @@ async fn handle_request(
             Ok(Err(FrameError::TooLong)) => {
                 debug!(user = %session.sender.name, "request over the frame limit");
                 return CloseCode::ProtocolError
-                    .close(&session.connection, "frame over the size limit");
+                    .close(session.connection(), "frame over the size limit");
             }
             // The stream or connection failed; nothing to answer.
             Ok(Err(_)) => return,
             Err(_elapsed) => {
                 debug!(user = %session.sender.name, "request not finished in time");
-                return CloseCode::ProtocolError.close(&session.connection, "request too slow");
+                return CloseCode::ProtocolError.close(session.connection(), "request too slow");
             }
         };
     let reply = match decode_request(session.version, &bytes) {
@@ -202,12 +202,12 @@ async fn handle_request(
             names: state.presence.list(MAX_FRAME_BYTES),
         },
         Ok(RequestRef::Hello { .. }) => {
-            return CloseCode::ProtocolError.close(&session.connection, "Hello sent twice");
+            return CloseCode::ProtocolError.close(session.connection(), "Hello sent twice");
         }
         Ok(RequestRef::Devices(op)) => return Box::pin(devices(&session, send, op)).await,
         Err(e) => {
             debug!(user = %session.sender.name, "protocol error: {e}");
-            return CloseCode::ProtocolError.close(&session.connection, "malformed request");
+            return CloseCode::ProtocolError.close(session.connection(), "malformed request");
         }
     };
     // A failed write means the client went away; it will not miss the answer.
@@ -249,7 +249,7 @@ async fn devices(session: &Session, mut send: quinn::SendStream, op: DeviceOp) {
     };
     if removed_own {
         let _ = tokio::time::timeout(REPLACED_LINGER, answered).await;
-        CloseCode::Replaced.close(&session.connection, "this device was removed");
+        CloseCode::Replaced.close(session.connection(), "this device was removed");
     } else {
         answered.await;
     }
