@@ -55,6 +55,9 @@ pub enum Workload {
     Connect,
     /// N registered connections held open: server memory per connection.
     Idle,
+    /// N v2 accounts (each its own device key) held open: server memory
+    /// per connection, as for `idle`.
+    IdleAccounts,
     /// N registered accounts, each sending to its own offline account: `Queued` per second.
     Queued,
     /// Messages stored for one offline account, then drained when it connects: per second.
@@ -69,6 +72,7 @@ impl Workload {
             Workload::Fanin => "fanin",
             Workload::Connect => "connect",
             Workload::Idle => "idle",
+            Workload::IdleAccounts => "idle-accounts",
             Workload::Queued => "queued",
             Workload::Drain => "drain",
         }
@@ -195,6 +199,7 @@ pub async fn run(config: &BenchConfig) -> Result<Report, BenchError> {
         }
         Workload::Connect => workloads::connect(config, &connector, &meter).await,
         Workload::Idle => workloads::idle(config, &connector, &meter).await,
+        Workload::IdleAccounts => store::idle_accounts(config, &client_config, &meter).await,
         Workload::Queued => store::queued(config, &client_config, &meter).await,
         Workload::Drain => store::drain(config, &client_config, &meter).await,
     };

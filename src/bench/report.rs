@@ -145,7 +145,7 @@ impl Report {
             rows.push(("in flight per sender".into(), self.in_flight.to_string()));
             rows.push(("body".into(), format!("{} B", self.body_bytes)));
         }
-        if self.workload != "idle" {
+        if !self.workload.starts_with("idle") {
             let unit = match self.workload.as_str() {
                 "connect" => "connections",
                 "queued" => "queued",

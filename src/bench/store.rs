@@ -1,6 +1,7 @@
 //! The store's workloads: `queued` (Sends to offline accounts, answered
-//! `Queued` once committed, per second) and `drain` (stored messages
-//! delivered per second when their account connects). Stored mail exists
+//! `Queued` once committed, per second), `drain` (stored messages
+//! delivered per second when their account connects), and `idle-accounts`
+//! (the server's memory per connected account). Stored mail exists
 //! only between registered accounts, so every user here is one: a fresh
 //! in-memory device identity and a [`Connector`] of its own (a key belongs
 //! to one account), registered by its first v2 Hello.
@@ -88,6 +89,26 @@ async fn register_all(
         .buffered(SETUP_CONCURRENCY)
         .try_collect()
         .await
+}
+
+/// `idle-accounts`: hold `clients` connected v2 accounts and read the
+/// server's memory per connection. Each has its own connector (a UDP
+/// socket), so the file-descriptor limit bounds `clients`.
+pub async fn idle_accounts(
+    config: &BenchConfig,
+    base: &ClientConfig,
+    meter: &Meter,
+) -> Result<Report, BenchError> {
+    let before = meter.server_rss();
+    let total = config.clients.max(1);
+    let held = register_all(base, "idle", total, &run_tag()).await?;
+    let mut report = super::workloads::hold_and_measure(config, meter, before, held.len()).await;
+    for (_account, client, _incoming) in &held {
+        client.close_ref().await;
+    }
+    report.workload = "idle-accounts".into();
+    report.clients = total;
+    Ok(report)
 }
 
 /// Register `n` accounts and take them offline again: the recipients.

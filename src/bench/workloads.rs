@@ -341,30 +341,39 @@ pub async fn idle(
             None => break,
         }
     }
-    // Let the server settle (handshake buffers released) before reading memory.
+    let mut report = hold_and_measure(config, meter, before, held.len()).await;
+    for (client, _) in held {
+        client.close_ref().await;
+    }
+    report.workload = "idle".into();
+    report.clients = total;
+    report.errors = errors;
+    Ok(report)
+}
+
+/// With `held` connections open (the server's RSS was `before` without
+/// them): let the server settle (handshake buffers released), then read its
+/// memory per connection.
+pub(super) async fn hold_and_measure(
+    config: &BenchConfig,
+    meter: &Meter,
+    before: Option<u64>,
+    held: usize,
+) -> Report {
     meter
         .phase("holding", config.duration.min(Duration::from_secs(5)))
         .await;
     let after = meter.server_rss();
     let per_connection = match (before, after) {
-        (Some(b), Some(a)) if !held.is_empty() => {
-            Some(a.saturating_sub(b) as f64 / 1024.0 / held.len() as f64)
-        }
+        (Some(b), Some(a)) if held > 0 => Some(a.saturating_sub(b) as f64 / 1024.0 / held as f64),
         _ => None,
     };
-    let count = held.len() as u64;
-    for (client, _) in held {
-        client.close_ref().await;
-    }
-    Ok(Report {
-        workload: "idle".into(),
-        clients: total,
-        count,
-        errors,
+    Report {
+        count: held as u64,
         server_rss_kib: after.map(|a| a / 1024),
         rss_per_connection_kib: per_connection,
         ..Report::default()
-    })
+    }
 }
 
 #[cfg(test)]

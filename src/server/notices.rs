@@ -8,7 +8,6 @@
 //! acknowledged, so a crash between the two sends it again (clients drop a
 //! repeated receipt).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
@@ -60,14 +59,17 @@ fn ring(presence: &Presence, senders: &[String]) {
 /// go on from (kept by the caller across calls on one connection, so a
 /// notice this connection refused is not offered to it again).
 pub(crate) async fn serve(
-    state: Arc<State>,
-    mail: Mail,
-    mailbox: Arc<Mailbox>,
+    state: &State,
+    mail: &Mail,
+    mailbox: &Mailbox,
     key: NameKey,
     from_seq: &mut u64,
 ) {
+    // What reads and delivers is boxed, each while it runs: this future
+    // lives as long as an account's connection, and idle it holds only its
+    // wait for the bell.
     loop {
-        let page = match mail.peek_notices(key, *from_seq, PAGE).await {
+        let page = match Box::pin(mail.peek_notices(key, *from_seq, PAGE)).await {
             Ok(page) => page,
             Err(e) => {
                 // They stay kept, for the next session.
@@ -77,10 +79,10 @@ pub(crate) async fn serve(
         };
         if let Some(&(last, _)) = page.last() {
             *from_seq = last + 1;
-            let (acked, go_on) = deliver_page(&state, &mailbox, page).await;
+            let (acked, go_on) = Box::pin(deliver_page(state, mailbox, page)).await;
             mail.metrics.receipts_sent.inc_by(acked.len() as u64);
             if !acked.is_empty() {
-                if let Err(e) = mail.ack_notices(key, acked).await {
+                if let Err(e) = Box::pin(mail.ack_notices(key, acked)).await {
                     tracing::error!("cannot remove delivered receipts: {e}");
                 }
             }

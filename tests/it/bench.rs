@@ -91,6 +91,11 @@ fn fanin_connect_and_idle_run() {
     assert_eq!(idle["count"], 20, "{idle}");
     let per_connection = idle["rss_per_connection_kib"].as_f64().unwrap();
     assert!(per_connection < 1024.0, "{idle}");
+    let accounts = bench(&["-w", "idle-accounts", "-n", "5", "-d", "0.5"]);
+    assert_eq!(accounts["workload"], "idle-accounts", "{accounts}");
+    assert_eq!(accounts["count"], 5, "{accounts}");
+    let per_connection = accounts["rss_per_connection_kib"].as_f64().unwrap();
+    assert!(per_connection < 2048.0, "{accounts}");
 }
 
 #[test]
