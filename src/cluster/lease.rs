@@ -331,7 +331,6 @@ async fn renew(
     }
 }
 
-/// A random incarnation for this run.
 /// Create the key of `config.node_id` holding `incarnation`, and return
 /// its revision. A bucket another node has only just created may not be
 /// known yet to the NATS server this node is on ("no stream found"): that
@@ -372,6 +371,7 @@ async fn claim(
     })
 }
 
+/// A random incarnation for this run.
 fn incarnation() -> Result<u64, ClusterError> {
     let mut bytes = [0u8; 8];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)

@@ -390,8 +390,9 @@ const READY_PAUSE: Duration = Duration::from_millis(100);
 /// created is not served by every server of a NATS cluster yet, its copies
 /// still being placed, which nodes starting together meet). Only steps that
 /// trying again cannot do twice say NotReady: creating a bucket or stream,
-/// and claiming the node's lease under one incarnation; any other error is returned at once, the last one after [`READY_ATTEMPTS`]
-/// (the join's own timeout bounds it too).
+/// and claiming the node's lease under one incarnation. Any other error is
+/// returned at once, the last one after [`READY_ATTEMPTS`] (the join's own
+/// timeout bounds it too).
 async fn until_ready<T, F, Fut>(mut step: F) -> Result<T, ClusterError>
 where
     F: FnMut() -> Fut,

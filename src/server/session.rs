@@ -74,7 +74,7 @@ fn serve(
         Principal::Member { key, .. } => Some(key),
         Principal::Guest => None,
     };
-    if let (true, true, Some(key)) = (drain, state.mail.is_some(), account) {
+    if let (true, Some(key)) = (drain && state.mail.is_some(), account) {
         let mailbox = Arc::clone(registration.mailbox());
         let drain = super::drain::run(Arc::clone(&state), mailbox, key)
             .instrument(tracing::debug_span!("drain", user = %name));
